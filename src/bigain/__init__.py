@@ -1,0 +1,36 @@
+"""bigain: training-free token compression for diffusion models that keeps both generation and
+diffusion classification working (BiGain-TM, BiGain-TD, and the ToMe, ToDo and SiTo baselines)."""
+
+from .methods import (
+    BiGainTDConfig,
+    BiGainTMConfig,
+    MethodConfig,
+    NoneConfig,
+    SiToConfig,
+    ToDoConfig,
+    ToMeConfig,
+    make_config,
+    methods,
+)
+from .patching import PatchReport, apply, compressed, inspect_model, is_patched, remove, sample_keys
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BiGainTDConfig",
+    "BiGainTMConfig",
+    "MethodConfig",
+    "NoneConfig",
+    "PatchReport",
+    "SiToConfig",
+    "ToDoConfig",
+    "ToMeConfig",
+    "apply",
+    "compressed",
+    "inspect_model",
+    "is_patched",
+    "make_config",
+    "methods",
+    "remove",
+    "sample_keys",
+]

@@ -1,0 +1,31 @@
+"""Pure tensor operators: no diffusers import, static shapes, explicit randomness."""
+
+from .grid import infer_level, level_grid, map_to_tokens, tokens_to_map
+from .keyed import keyed_normal, keyed_randint
+from .kv import average, blend_downsample, downsample_tokens, nearest_exact
+from .laplacian import laplacian_score
+from .partition import fixed_choice, keyed_choice, partition, random_choice, score_choice
+from .plans import MergePlan, PrunePlan, bipartite_merge_plan, similarity_prune_plan
+
+__all__ = [
+    "MergePlan",
+    "PrunePlan",
+    "average",
+    "bipartite_merge_plan",
+    "blend_downsample",
+    "downsample_tokens",
+    "fixed_choice",
+    "infer_level",
+    "keyed_choice",
+    "keyed_normal",
+    "keyed_randint",
+    "laplacian_score",
+    "level_grid",
+    "map_to_tokens",
+    "nearest_exact",
+    "partition",
+    "random_choice",
+    "score_choice",
+    "similarity_prune_plan",
+    "tokens_to_map",
+]

@@ -1,0 +1,55 @@
+"""Counter-based random numbers keyed by integers, in pure tensor arithmetic.
+
+Why: the diffusion classifier needs every random choice of a batch row to depend
+only on that row's key (image, timestep, block), never on batch composition, and
+`torch.compile(fullgraph=True)` cannot trace a `torch.Generator`. A stateless hash
+of (key, salt, element index) gives both. All arithmetic stays below 2**63 so no
+int64 overflow occurs (32-bit multiplies are split into 16-bit halves).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    hi = ((x >> 16) * c) & 0xFFFF
+    return ((hi << 16) + (x & 0xFFFF) * c) & _MASK32
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """Avalanche hash of uint32 values held in int64 (xorshift-multiply rounds)."""
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def keyed_bits(keys: torch.Tensor, salt: int, count: int) -> torch.Tensor:
+    """(B,) int64 keys -> (B, count) independent-looking uint32 values (as int64)."""
+    keys = keys.to(torch.int64)
+    lo = keys & _MASK32
+    hi = (keys >> 32) & _MASK32
+    base = hash32(hash32(lo ^ hash32(torch.full_like(lo, salt & _MASK32))) ^ hi)
+    idx = torch.arange(count, device=keys.device, dtype=torch.int64)
+    return hash32(base[:, None] + ((idx * _GOLDEN) & _MASK32)[None, :])
+
+
+def keyed_randint(keys: torch.Tensor, salt: int, count: int, high: int) -> torch.Tensor:
+    """(B, count) integers in [0, high); modulo bias < high / 2**32."""
+    return keyed_bits(keys, salt, count) % high
+
+
+def keyed_normal(keys: torch.Tensor, salt: int, count: int) -> torch.Tensor:
+    """(B, count) standard normal float32 samples (Box-Muller on two keyed uniforms)."""
+    bits = keyed_bits(keys, salt, 2 * count)
+    u = ((bits >> 8).to(torch.float32) + 0.5) / float(1 << 24)  # (0, 1)
+    u1, u2 = u[:, :count], u[:, count:]
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)

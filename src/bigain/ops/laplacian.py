@@ -1,0 +1,28 @@
+"""Laplacian frequency score of tokens on their grid (BiGain spec section 3.1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .grid import tokens_to_map
+
+
+def laplacian_score(metric: torch.Tensor, height: int, width: int, norm: str = "l1") -> torch.Tensor:
+    """Per-token high-frequency energy, (B, N, C) -> (B, N) float32.
+
+    Depthwise 4-neighbour Laplacian with zero padding (border tokens get an extra
+    |x|-sized response, as in the reference), reduced over channels by L1 or L2.
+    Low scores mark spectrally smooth tokens: good merge destinations.
+    """
+    if norm not in ("l1", "l2"):
+        raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+    x = tokens_to_map(metric.float(), height, width)
+    c = x.shape[1]
+    kernel = x.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+    lap = F.conv2d(x, kernel.expand(c, 1, 3, 3), padding=1, groups=c)
+    if norm == "l1":
+        score = lap.abs().sum(dim=1)
+    else:
+        score = lap.square().sum(dim=1).sqrt()
+    return score.flatten(1)

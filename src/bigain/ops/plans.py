@@ -1,0 +1,162 @@
+"""Token reduction plans: bipartite merging (ToMe / BiGain-TM) and pruning (SiTo).
+
+A plan is computed once per block call from a metric and then applied to any
+tensor of the same token layout: `reduce` (N -> N - r tokens) before a sub-layer,
+`expand` (N - r -> N) after it. `expand` is a single gather through `inverse`,
+the position in the reduced sequence that each original token reads from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def _gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, N, C), idx (B or 1, M) -> (B, M, C)."""
+    b, _, c = x.shape
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(b, idx.shape[1], c))
+
+
+@dataclass
+class MergePlan:
+    """Bipartite soft matching result. Reduced layout: [kept sources, destinations]."""
+
+    kept_idx: torch.Tensor  # (B, Ns - r) flat ids of unmerged sources, by descending similarity
+    merged_idx: torch.Tensor  # (B, r) flat ids of merged sources
+    dst_idx: torch.Tensor  # (B, Nd) flat ids of destinations
+    target: torch.Tensor  # (B, r) destination slot (0..Nd-1) of each merged source
+    inverse: torch.Tensor  # (B, N) position in the reduced sequence each token reads back
+    mode: str = "mean"
+
+    @property
+    def num_removed(self) -> int:
+        return self.merged_idx.shape[1]
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        kept = _gather_tokens(x, self.kept_idx)
+        dst = _gather_tokens(x, self.dst_idx)
+        if self.num_removed > 0:
+            src = _gather_tokens(x, self.merged_idx)
+            index = self.target.unsqueeze(-1).expand(x.shape[0], self.num_removed, x.shape[-1])
+            if self.mode == "mean":
+                dst = dst.scatter_reduce(1, index, src, reduce="mean")
+            elif self.mode != "prune":
+                raise ValueError(f"unknown merge mode {self.mode!r}")
+        return torch.cat([kept, dst], dim=1)
+
+    def expand(self, y: torch.Tensor) -> torch.Tensor:
+        return _gather_tokens(y, self.inverse)
+
+
+@dataclass
+class PrunePlan:
+    """SiTo: pruned tokens are dropped; on recovery each copies its most similar retained token."""
+
+    keep_idx: torch.Tensor  # (B, N - r) flat ids of retained tokens, [kept sources, destinations]
+    inverse: torch.Tensor  # (B, N)
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return _gather_tokens(x, self.keep_idx)
+
+    def expand(self, y: torch.Tensor) -> torch.Tensor:
+        return _gather_tokens(y, self.inverse)
+
+
+def _positions(b: int, n: int, device: torch.device, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Build `inverse`: scatter each (flat ids, positions) part into a (B, N) map."""
+    inverse = torch.zeros(b, n, dtype=torch.int64, device=device)
+    for ids, pos in parts:
+        inverse.scatter_(1, ids, pos.expand_as(ids))
+    return inverse
+
+
+def bipartite_merge_plan(
+    metric: torch.Tensor,
+    dst_idx: torch.Tensor,
+    src_idx: torch.Tensor,
+    r: int,
+    mode: str = "mean",
+) -> MergePlan:
+    """Match every source to its most cosine-similar destination; merge the r best-matched sources.
+
+    `dst_idx`/`src_idx` may have batch 1 (a pattern shared by the batch) or B.
+    r is clamped to the number of sources. Returns a plan over the full batch.
+    """
+    b, n, _ = metric.shape
+    dst_idx = dst_idx.expand(b, -1)
+    src_idx = src_idx.expand(b, -1)
+    r = max(0, min(int(r), src_idx.shape[1]))
+    with torch.no_grad():
+        unit = metric / metric.norm(dim=-1, keepdim=True)
+        a = _gather_tokens(unit, src_idx)
+        d = _gather_tokens(unit, dst_idx)
+        scores = a @ d.transpose(-1, -2)
+        best, nearest = scores.max(dim=-1)
+        edge = best.argsort(dim=-1, descending=True)
+        merged_pos, kept_pos = edge[:, :r], edge[:, r:]
+        kept_idx = torch.gather(src_idx, 1, kept_pos)
+        merged_idx = torch.gather(src_idx, 1, merged_pos)
+        target = torch.gather(nearest, 1, merged_pos)
+        n_kept = kept_idx.shape[1]
+        ar = torch.arange(n, device=metric.device, dtype=torch.int64).unsqueeze(0)
+        inverse = _positions(
+            b,
+            n,
+            metric.device,
+            [
+                (kept_idx, ar[:, :n_kept]),
+                (dst_idx, ar[:, n_kept : n_kept + dst_idx.shape[1]]),
+                (merged_idx, target + n_kept),
+            ],
+        )
+    return MergePlan(kept_idx, merged_idx, dst_idx, target, inverse, mode)
+
+
+def similarity_prune_plan(
+    metric: torch.Tensor,
+    height: int,
+    width: int,
+    r: int,
+    sx: int = 2,
+    sy: int = 2,
+    beta: float = 1.0,
+    noise_alpha: float = 0.1,
+    noise: torch.Tensor | None = None,
+) -> PrunePlan:
+    """SiTo (spec section 5): representative tokens are destinations; the most redundant sources are pruned.
+
+    score_i = beta * sum_j cos(x_i, x_j) + noise_alpha * noise_i; each window's arg-max is its
+    destination; the r sources whose best destination similarity is highest are pruned and
+    later copy the output of their most similar retained token.
+    `noise` is (B, N) standard normal from the caller's explicit generator (or None: no noise).
+    """
+    from .partition import partition, score_choice
+
+    b, n, _ = metric.shape
+    with torch.no_grad():
+        unit = metric.float()
+        unit = unit / unit.norm(dim=-1, keepdim=True)
+        sim = unit @ unit.transpose(-1, -2)  # (B, N, N)
+        score = beta * sim.sum(dim=-1)
+        if noise is not None:
+            score = score + noise_alpha * noise.to(score)
+        choice = score_choice(score, height, width, sx, sy, rule="paper", largest=True)
+        dst_idx, src_idx = partition(choice, height, width, sx, sy)
+        r = max(0, min(int(r), src_idx.shape[1]))
+        src_to_dst = torch.gather(sim, 1, src_idx.unsqueeze(-1).expand(b, src_idx.shape[1], n))
+        src_to_dst = torch.gather(src_to_dst, 2, dst_idx.unsqueeze(1).expand(b, src_idx.shape[1], dst_idx.shape[1]))
+        redundancy = src_to_dst.max(dim=-1).values
+        order = redundancy.argsort(dim=-1, descending=True)
+        pruned_idx = torch.gather(src_idx, 1, order[:, :r])
+        kept_src = torch.gather(src_idx, 1, order[:, r:])
+        keep_idx = torch.cat([kept_src, dst_idx], dim=1)
+        n_keep = keep_idx.shape[1]
+        # Most similar retained token for every pruned token.
+        to_keep = torch.gather(sim, 1, pruned_idx.unsqueeze(-1).expand(b, r, n))
+        to_keep = torch.gather(to_keep, 2, keep_idx.unsqueeze(1).expand(b, r, n_keep))
+        source_pos = to_keep.argmax(dim=-1)
+        ar = torch.arange(n_keep, device=metric.device, dtype=torch.int64).unsqueeze(0)
+        inverse = _positions(b, n, metric.device, [(keep_idx, ar), (pruned_idx, source_pos)])
+    return PrunePlan(keep_idx, inverse)

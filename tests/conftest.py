@@ -1,0 +1,79 @@
+"""Tiny diffusers models with random weights for the mechanics tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
+
+
+def make_tiny_unet(seed: int = 0, cross_dim: int = 32) -> UNet2DConditionModel:
+    """Two transformer levels (16x16 and 8x8 tokens on a 16x16 latent), like SD's top levels."""
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    ).eval()
+
+
+def make_tiny_dit(seed: int = 0, layers: int = 4, sample: int = 16) -> DiTTransformer2DModel:
+    torch.manual_seed(seed)
+    return DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        num_layers=layers,
+        sample_size=sample,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+    ).eval()
+
+
+def make_tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
+    torch.manual_seed(seed)
+    return PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        num_layers=3,
+        sample_size=16,
+        patch_size=2,
+        cross_attention_dim=32,
+        caption_channels=24,
+        norm_type="ada_norm_single",
+        use_additional_conditions=False,
+    ).eval()
+
+
+@pytest.fixture
+def tiny_unet() -> UNet2DConditionModel:
+    return make_tiny_unet()
+
+
+@pytest.fixture
+def tiny_dit() -> DiTTransformer2DModel:
+    return make_tiny_dit()
+
+
+def unet_inputs(batch: int = 2, size: int | tuple[int, int] = 16, seed: int = 1, t: int = 500):
+    g = torch.Generator().manual_seed(seed)
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.randn(batch, 4, h, w, generator=g)
+    ctx = torch.randn(batch, 7, 32, generator=g)
+    return x, torch.full((batch,), t), ctx
+
+
+def dit_inputs(batch: int = 2, size: int = 16, seed: int = 1, t: int = 500):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 4, size, size, generator=g)
+    return x, torch.full((batch,), t), torch.arange(batch) % 10
