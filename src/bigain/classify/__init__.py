@@ -1,0 +1,38 @@
+"""Zero-shot diffusion classification (spec §7) with optional token compression.
+
+- :class:`DiffusionClassifier`: the batched engine (``classify``, ``classify_batch``).
+- :func:`reference_classify`: the same protocol as a plain loop (one class, one (t, ε) at a time).
+- :func:`run_classification`: a resumable, shardable, multi-process run into a folder.
+- :func:`bundle_from_pipeline`: a bundle for a diffusers SD-style or DiT pipeline.
+- :mod:`bigain.classify.datasets`: ImageNet(-100), Oxford-IIIT Pets, COCO, Fashion-MNIST, prompt CSVs.
+- :func:`cli_main`: ``bigain classify ...``.
+"""
+
+from .cli import cli_main
+from .engine import ClassifyResult, DiffusionClassifier, StageErrors, image_key_from_id, reference_classify
+from .pipeline import bundle_from_pipeline, prepare_x0
+from .runner import ConfigMismatchError, merge_results, read_records, run_classification
+from .schedule import adaptive_plan, calls_per_image, stage_timesteps, timestep_grid
+from .summary import average_precision, recall_at_k, summarize
+
+__all__ = [
+    "ClassifyResult",
+    "ConfigMismatchError",
+    "DiffusionClassifier",
+    "StageErrors",
+    "adaptive_plan",
+    "average_precision",
+    "bundle_from_pipeline",
+    "calls_per_image",
+    "cli_main",
+    "image_key_from_id",
+    "merge_results",
+    "prepare_x0",
+    "read_records",
+    "recall_at_k",
+    "reference_classify",
+    "run_classification",
+    "stage_timesteps",
+    "summarize",
+    "timestep_grid",
+]

@@ -1,0 +1,202 @@
+"""``bigain classify``: argument parsing and glue; everything it does is in the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "cli_main", "load_model_for", "parse_option"]
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``k=v`` → (k, v) with v read as int, float, bool, None, a comma list, or a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option {text!r}: expected key=value")
+    key, value = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    if not key:
+        raise argparse.ArgumentTypeError(f"--option {text!r}: empty key")
+    return key, _value(value.strip())
+
+
+def _value(v: str) -> Any:
+    low = v.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    if "," in v:
+        return [_value(x.strip()) for x in v.split(",") if x.strip()]
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected 0 <= i < n")
+    return i, n
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(
+        prog="bigain classify", description="Zero-shot diffusion classification (spec §7)."
+    )
+    p.add_argument(
+        "--model",
+        default="builtin:fashion-dit",
+        help="builtin:fashion-dit, builtin:fashion-unet, a local diffusers folder, or a hub id",
+    )
+    p.add_argument(
+        "--data",
+        default="builtin:fashion-mnist",
+        help="builtin:fashion-mnist, imagenet:DIR, imagenet100:DIR, pets:DIR, coco:DIR, folder:DIR or DIR",
+    )
+    p.add_argument("--method", default="none", help="none, tome, bigain-tm, todo, bigain-td, sito")
+    p.add_argument("--ratio", type=float, default=None, help="merge/prune ratio (sets the method's `ratio`)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=parse_option,
+        metavar="KEY=VALUE",
+        help="a method option (repeatable), e.g. --option sx=2 --option max_downsample=2",
+    )
+    p.add_argument("--limit", type=int, default=None, help="classify the first N images only")
+    p.add_argument("--out", required=True, help="run folder (rerunning with the same folder resumes)")
+    p.add_argument(
+        "--shard", type=_shard, default=(0, 1), metavar="I/N", help="score images I, I+N, I+2N, ..."
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--n-samples", type=int, nargs="+", default=[5, 20])
+    p.add_argument("--to-keep", type=int, nargs="+", default=[5, 1])
+    p.add_argument("--n-trials", type=int, default=1)
+    p.add_argument("--loss", default="l2", choices=["l2", "l1", "huber"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pattern",
+        default="per-sample",
+        choices=["per-sample", "per-call"],
+        help="random choices of compressed blocks: keyed per (image, t, noise) or new per call",
+    )
+    p.add_argument(
+        "--prompts", default=None, help="prompt CSV (prompt,classname,classidx) for text-conditional models"
+    )
+    p.add_argument("--template", default=None, help='prompt template, e.g. "a photo of a {}."')
+    p.add_argument(
+        "--images-per-group", type=int, default=None, help="images whose evaluations share batches"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _is_text_pipeline(folder: Path) -> bool:
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return False
+    try:
+        return "text_encoder" in json.loads(index.read_text())
+    except ValueError:
+        return False
+
+
+def load_model_for(name: str, dataset: Any, device: str, dtype: str = "fp32") -> Any:
+    """A bundle for a model name; text-conditional pipelines get the data set's prompts."""
+    import torch
+
+    from .. import models
+    from .pipeline import attach_vae, bundle_from_pipeline
+
+    folder = models.resolve(name)
+    if _is_text_pipeline(folder):
+        from diffusers import DiffusionPipeline
+
+        torch_dtype = torch.float16 if dtype == "fp16" and device != "cpu" else torch.float32
+        pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch_dtype).to(device)
+        return bundle_from_pipeline(pipe, dataset.prompts, class_names=dataset.class_names, name=name)
+    bundle = models.load(name, device=device)
+    return attach_vae(bundle)
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``bigain classify ...``; returns the process exit code."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    return run_from_args(args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    import torch
+
+    from .datasets import load_dataset
+    from .runner import ConfigMismatchError, run_classification
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and "LOCAL_RANK" in os.environ and ":" not in device:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    options = dict(args.option)
+    if args.ratio is not None:
+        options["ratio"] = args.ratio
+    method = None if args.method in (None, "", "none") else args.method
+    if method is None and options:
+        print(f"bigain classify: method options {sorted(options)} given without --method", file=sys.stderr)
+        return 2
+    try:
+        if method is not None:
+            import bigain
+
+            bigain.make_config(method, **options)  # fail fast on a bad name or option
+        dataset = load_dataset(args.data, prompts_csv=args.prompts, template=args.template)
+        bundle = load_model_for(args.model, dataset, device, args.dtype)
+        summary = run_classification(
+            bundle,
+            dataset,
+            args.out,
+            limit=args.limit,
+            shard=args.shard,
+            method=method,
+            method_options=options,
+            n_samples=tuple(args.n_samples),
+            to_keep=tuple(args.to_keep),
+            loss=args.loss,
+            n_trials=args.n_trials,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            seed=args.seed,
+            pattern=args.pattern,
+            images_per_group=args.images_per_group,
+            progress=not args.no_progress,
+            model_name=args.model,
+        )
+    except (FileNotFoundError, NotADirectoryError, ConfigMismatchError, ValueError) as e:
+        print(f"bigain classify: error: {e}", file=sys.stderr)
+        return 2
+    if summary is not None:
+        key = "acc1" if summary.get("multi_label") else "top1"
+        acc = summary.get(key)
+        ips = summary["timing"]["images_per_second"]
+        print(
+            f"{summary['num_scored']} images scored ({summary['num_failed']} unreadable): "
+            f"{key} {acc if acc is None else round(acc, 2)} %, "
+            f"{'n/a' if ips is None else f'{ips:.3f}'} images/s -> {Path(args.out) / 'summary.json'}"
+        )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(cli_main())

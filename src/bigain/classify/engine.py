@@ -1,0 +1,456 @@
+"""The diffusion classifier (spec §7): batched engine and a plain reference loop.
+
+A class ``c`` is scored on an image ``x0`` by how well the denoiser, conditioned on ``c``,
+predicts the noise that was added: for each evaluated (timestep t, noise ε)
+
+    x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε,     e = mean_{C,H,W} loss(ε̂(x_t, t, c), ε)
+
+and the class score is the mean of ``e``; lowest wins. Classes are pruned in stages
+(:mod:`bigain.classify.schedule`). The noise is drawn once per image from a generator seeded by
+``(seed, image_key)``, one tensor per noise slot, shared by all classes.
+
+The engine packs (image, class, slot) evaluations of many classes and images into full batches.
+Each row's result depends only on its own (image, class, slot): with compression active, the
+per-row random choices are keyed through ``bigain.sample_keys`` by a hash of (image_key, slot),
+identical for every class of one (image, t, ε), so neither batch size, batch composition nor
+class order changes a class's error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .schedule import Stage, adaptive_plan, num_slots
+
+__all__ = [
+    "ClassifyResult",
+    "DiffusionClassifier",
+    "StageErrors",
+    "draw_noise",
+    "image_key_from_id",
+    "mix_keys",
+    "reference_classify",
+    "row_keys",
+]
+
+_MASK64 = (1 << 64) - 1
+_LOSSES = ("l2", "l1", "huber")
+_PATTERNS = ("per-sample", "per-call")
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# keys and noise
+# --------------------------------------------------------------------------------------------
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def mix_keys(*parts: int) -> int:
+    """A 63-bit non-negative hash of a sequence of integers (stable across runs and machines)."""
+    h = 0x243F6A8885A308D3
+    for p in parts:
+        h = _splitmix64(h ^ (int(p) & _MASK64))
+    return h & ((1 << 63) - 1)
+
+
+def image_key_from_id(image_id: str | int) -> int:
+    """A stable 63-bit key for an image id (its dataset-relative path or name)."""
+    if isinstance(image_id, int):
+        return mix_keys(image_id)
+    digest = hashlib.blake2b(str(image_id).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def row_keys(image_keys: Sequence[int], slots: Sequence[int]) -> torch.Tensor:
+    """The per-row sampling keys: a hash of (image key, noise slot); class is not part of it."""
+    return torch.tensor([mix_keys(k, s) for k, s in zip(image_keys, slots)], dtype=torch.int64)
+
+
+def draw_noise(shape: tuple[int, int, int], n: int, seed: int, image_key: int) -> torch.Tensor:
+    """The n noise tensors of one image, float32 on CPU, from a generator seeded by (seed, key)."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(mix_keys(seed, image_key))
+    return torch.randn((n, *shape), generator=g, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers shared by the engine and the reference loop
+# --------------------------------------------------------------------------------------------
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype={dtype}: allowed are fp32, bf16, fp16")
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r}: allowed are fp32, bf16, fp16")
+    return _DTYPES[dtype]
+
+
+def _check_loss(loss: str) -> str:
+    if loss not in _LOSSES:
+        raise ValueError(f"loss={loss!r}: allowed are {', '.join(_LOSSES)}")
+    return loss
+
+
+def _check_pattern(pattern: str) -> str:
+    if pattern not in _PATTERNS:
+        raise ValueError(f"pattern={pattern!r}: allowed are {', '.join(_PATTERNS)}")
+    return pattern
+
+
+def _row_errors(eps_hat: torch.Tensor, eps: torch.Tensor, loss: str) -> torch.Tensor:
+    """mean over (C, H, W) of loss(ε̂, ε), one value per row, float32."""
+    eps_hat = eps_hat.float()
+    if loss == "l2":
+        e = (eps_hat - eps) ** 2
+    elif loss == "l1":
+        e = (eps_hat - eps).abs()
+    else:
+        e = F.huber_loss(eps_hat, eps, reduction="none", delta=1.0)
+    return e.flatten(1).mean(dim=1)
+
+
+def _noise_coefficients(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ab = alphas_cumprod.detach().to("cpu", torch.float64)[t.cpu()]
+    return ab.sqrt().float(), (1.0 - ab).sqrt().float()
+
+
+def _noised(x0: torch.Tensor, eps: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    return sa.to(x0.device).view(shape) * x0 + sb.to(x0.device).view(shape) * eps
+
+
+def _denoiser_of(bundle: Any) -> torch.nn.Module:
+    return bundle.denoiser
+
+
+def _param_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in module.parameters():
+        return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _sample_keys_context(bundle: Any, keys: torch.Tensor | None, pattern: str):
+    """``bigain.sample_keys(bundle, keys)`` when keyed sampling applies and exists, else nothing."""
+    if keys is None or pattern != "per-sample":
+        return contextlib.nullcontext()
+    try:
+        import bigain
+
+        sample_keys = getattr(bigain, "sample_keys", None)
+    except ImportError:  # pragma: no cover - bigain always importable inside the package
+        sample_keys = None
+    if sample_keys is None:
+        return contextlib.nullcontext()
+    return sample_keys(bundle, keys)
+
+
+def _rank(classes: Iterable[int], means: dict[int, float]) -> list[int]:
+    """Classes by ascending mean error; ties broken by class index (deterministic)."""
+    return sorted(classes, key=lambda c: (means[c], c))
+
+
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class StageErrors:
+    """Errors of one stage: ``errors[i][j]`` is class ``classes[i]`` at slot ``j`` of this stage."""
+
+    timesteps: list[int]  # timestep of each slot of the stage
+    slots: list[int]  # noise slot of each column
+    classes: list[int]  # candidate indices evaluated in this stage (ascending)
+    errors: list[list[float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "timesteps": self.timesteps,
+            "slots": self.slots,
+            "classes": self.classes,
+            "errors": self.errors,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageErrors:
+        return cls(list(d["timesteps"]), list(d["slots"]), list(d["classes"]), [list(r) for r in d["errors"]])
+
+
+@dataclass
+class ClassifyResult:
+    """The outcome for one image. Class indices are candidate indices (positions in ``classes``)."""
+
+    prediction: int
+    ranking: list[int]  # winner first, then the others by ascending mean error over what they got
+    mean_errors: list[float]  # per candidate, mean over all its evaluated (t, ε)
+    stages: list[StageErrors]
+    seconds: float = 0.0
+    calls: int = 0  # denoiser rows spent on this image
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prediction": self.prediction,
+            "ranking": self.ranking,
+            "mean_errors": self.mean_errors,
+            "stages": [s.to_dict() for s in self.stages],
+            "seconds": self.seconds,
+            "calls": self.calls,
+        }
+
+
+def _finish(
+    err: torch.Tensor, plan: list[Stage], stage_classes: list[list[int]], winner: int, seconds: float
+) -> ClassifyResult:
+    """Build a ClassifyResult from an error matrix (candidates × slots, NaN = not evaluated)."""
+    evaluated = ~torch.isnan(err)
+    sums = torch.where(evaluated, err, torch.zeros_like(err)).sum(dim=1)
+    counts = evaluated.sum(dim=1)
+    means = (sums / counts.clamp(min=1)).tolist()
+    means = [m if c > 0 else float("inf") for m, c in zip(means, counts.tolist())]
+    mdict = dict(enumerate(means))
+    ranking = [winner] + _rank([c for c in range(err.shape[0]) if c != winner], mdict)
+    stages = []
+    for stage, classes in zip(plan, stage_classes):
+        cols = list(stage.slots)
+        stages.append(
+            StageErrors(
+                timesteps=list(stage.slot_timesteps),
+                slots=cols,
+                classes=list(classes),
+                errors=err[classes][:, cols].tolist() if classes else [],
+            )
+        )
+    return ClassifyResult(winner, ranking, means, stages, seconds, int(counts.sum()))
+
+
+# --------------------------------------------------------------------------------------------
+# the batched engine
+# --------------------------------------------------------------------------------------------
+class DiffusionClassifier:
+    """Zero-shot classification with a diffusion denoiser (spec §7), batched.
+
+    Args:
+        bundle: a :class:`bigain.models.bundle.DiffusionBundle` (or anything with ``denoiser``,
+            ``alphas_cumprod``, ``num_classes``, ``sample_shape`` and ``predict_eps``).
+        classes: the model label of each candidate (default ``range(bundle.num_classes)``).
+            Predictions are positions in this list, e.g. ImageNet-100 folder indices for a DiT.
+        n_samples, to_keep: the adaptive stages (spec default ``(5, 20)`` / ``(5, 1)``).
+        loss: ``"l2"`` (default), ``"l1"`` or ``"huber"`` (δ = 1).
+        batch_size: denoiser rows per forward.
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: autocast for the denoiser; noising and errors
+            stay in fp32.
+        seed: seeds the per-image noise (together with the image key).
+        pattern: ``"per-sample"`` (default: compressed blocks draw their random choices from
+            per-row keys, batch-independent) or ``"per-call"`` (a new pattern per forward).
+        n_trials: noise draws per timestep (spec: 1).
+    """
+
+    def __init__(
+        self,
+        bundle: Any,
+        *,
+        classes: Sequence[int] | None = None,
+        n_samples: Sequence[int] = (5, 20),
+        to_keep: Sequence[int] = (5, 1),
+        loss: str = "l2",
+        batch_size: int = 32,
+        dtype: str | torch.dtype = "fp32",
+        seed: int = 0,
+        pattern: str = "per-sample",
+        n_trials: int = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.bundle = bundle
+        self.classes = list(range(bundle.num_classes)) if classes is None else [int(c) for c in classes]
+        if not self.classes:
+            raise ValueError("classes must not be empty")
+        self.n_samples = tuple(int(n) for n in n_samples)
+        self.to_keep = tuple(int(k) for k in to_keep)
+        self.loss = _check_loss(loss)
+        self.batch_size = int(batch_size)
+        self.dtype = _resolve_dtype(dtype)
+        self.seed = int(seed)
+        self.pattern = _check_pattern(pattern)
+        self.n_trials = int(n_trials)
+        self.plan = adaptive_plan(bundle.num_train_timesteps, self.n_samples, self.to_keep, self.n_trials)
+        self.num_slots = num_slots(self.plan)
+        self.slot_t = torch.zeros(self.num_slots, dtype=torch.long)
+        for stage in self.plan:
+            for s, t in zip(stage.slots, stage.slot_timesteps):
+                self.slot_t[s] = t
+        self._labels = torch.tensor(self.classes, dtype=torch.long)
+        self.progress = progress  # called with the number of rows done after each forward
+
+    # -- public -------------------------------------------------------------------------------
+    def classify(self, x0: torch.Tensor, image_key: int) -> ClassifyResult:
+        """Classify one image ``x0`` of shape ``bundle.sample_shape``."""
+        return self.classify_batch(x0.unsqueeze(0), [image_key])[0]
+
+    @torch.inference_mode()
+    def classify_batch(
+        self, x0s: torch.Tensor | Sequence[torch.Tensor], image_keys: Sequence[int]
+    ) -> list[ClassifyResult]:
+        """Classify several images at once, packing all their evaluations into full batches."""
+        if not isinstance(x0s, torch.Tensor):
+            x0s = torch.stack(list(x0s))
+        if x0s.dim() != 4 or len(image_keys) != x0s.shape[0]:
+            raise ValueError(f"expected x0s of shape (G, C, H, W) and G image keys, got {tuple(x0s.shape)}")
+        start = time.perf_counter()
+        device, _ = _param_device_dtype(_denoiser_of(self.bundle))
+        G, K = x0s.shape[0], len(self.classes)
+        x0s = x0s.to(device=device, dtype=torch.float32)
+        noise = torch.stack(
+            [draw_noise(tuple(x0s.shape[1:]), self.num_slots, self.seed, k) for k in image_keys]
+        )
+        noise = noise.to(device)
+        err = torch.full((G, K, self.num_slots), float("nan"), dtype=torch.float64)
+        alive = [list(range(K)) for _ in range(G)]
+        stage_classes: list[list[list[int]]] = [[] for _ in range(G)]
+        rows_per_image = [0] * G
+        for stage in self.plan:
+            img_idx, cls_idx, slot_idx = [], [], []
+            for g in range(G):
+                stage_classes[g].append(list(alive[g]))
+                for c in alive[g]:
+                    for s in stage.slots:
+                        img_idx.append(g)
+                        cls_idx.append(c)
+                        slot_idx.append(s)
+                rows_per_image[g] += len(alive[g]) * len(stage.slots)
+            self._evaluate(x0s, noise, image_keys, img_idx, cls_idx, slot_idx, err)
+            for g in range(G):
+                evaluated = ~torch.isnan(err[g])
+                sums = torch.where(evaluated, err[g], torch.zeros_like(err[g])).sum(dim=1)
+                means = (sums / evaluated.sum(dim=1).clamp(min=1)).tolist()
+                alive[g] = sorted(_rank(alive[g], dict(enumerate(means)))[: stage.keep])
+        seconds = time.perf_counter() - start
+        total_rows = max(1, sum(rows_per_image))
+        results = []
+        for g in range(G):
+            winner = alive[g][0]
+            results.append(
+                _finish(err[g], self.plan, stage_classes[g], winner, seconds * rows_per_image[g] / total_rows)
+            )
+        return results
+
+    # -- internals ----------------------------------------------------------------------------
+    def _evaluate(
+        self,
+        x0s: torch.Tensor,
+        noise: torch.Tensor,
+        image_keys: Sequence[int],
+        img_idx: list[int],
+        cls_idx: list[int],
+        slot_idx: list[int],
+        err: torch.Tensor,
+    ) -> None:
+        n = len(img_idx)
+        if n == 0:
+            return
+        denoiser = _denoiser_of(self.bundle)
+        device, param_dtype = _param_device_dtype(denoiser)
+        img_all = torch.tensor(img_idx, dtype=torch.long)
+        cls_all = torch.tensor(cls_idx, dtype=torch.long)
+        slot_all = torch.tensor(slot_idx, dtype=torch.long)
+        for lo in range(0, n, self.batch_size):
+            img = img_all[lo : lo + self.batch_size]
+            cls = cls_all[lo : lo + self.batch_size]
+            slot = slot_all[lo : lo + self.batch_size]
+            t = self.slot_t[slot]
+            sa, sb = _noise_coefficients(self.bundle.alphas_cumprod, t)
+            img_d, slot_d = img.to(device), slot.to(device)
+            eps = noise[img_d, slot_d]
+            x_t = _noised(x0s[img_d], eps, sa, sb)
+            keys = row_keys([image_keys[i] for i in img.tolist()], slot.tolist())
+            labels = self._labels[cls].to(device)
+            with (
+                _sample_keys_context(self.bundle, keys.to(device), self.pattern),
+                _autocast(device, self.dtype),
+            ):
+                eps_hat = self.bundle.predict_eps(x_t.to(param_dtype), t.to(device), labels)
+            e = _row_errors(eps_hat, eps, self.loss).double().cpu()
+            err[img, cls, slot] = e
+            if self.progress is not None:
+                self.progress(int(img.shape[0]))
+
+
+# --------------------------------------------------------------------------------------------
+# the plain reference loop
+# --------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def reference_classify(
+    bundle: Any,
+    x0: torch.Tensor,
+    image_key: int,
+    *,
+    classes: Sequence[int] | None = None,
+    n_samples: Sequence[int] = (5, 20),
+    to_keep: Sequence[int] = (5, 1),
+    loss: str = "l2",
+    dtype: str | torch.dtype = "fp32",
+    seed: int = 0,
+    pattern: str = "per-sample",
+    n_trials: int = 1,
+) -> ClassifyResult:
+    """The protocol of spec §7 written plainly: one class, one (t, ε), one forward at a time."""
+    start = time.perf_counter()
+    _check_loss(loss)
+    _check_pattern(pattern)
+    amp = _resolve_dtype(dtype)
+    classes = list(range(bundle.num_classes)) if classes is None else [int(c) for c in classes]
+    plan = adaptive_plan(bundle.num_train_timesteps, tuple(n_samples), tuple(to_keep), n_trials)
+    device, param_dtype = _param_device_dtype(_denoiser_of(bundle))
+    x0 = x0.to(device=device, dtype=torch.float32)
+    noise = draw_noise(tuple(x0.shape), num_slots(plan), seed, image_key).to(device)
+    err = torch.full((len(classes), num_slots(plan)), float("nan"), dtype=torch.float64)
+    alive = list(range(len(classes)))
+    stage_classes = []
+    for stage in plan:
+        stage_classes.append(list(alive))
+        for c in alive:
+            for slot, t in zip(stage.slots, stage.slot_timesteps):
+                tt = torch.tensor([t], dtype=torch.long)
+                sa, sb = _noise_coefficients(bundle.alphas_cumprod, tt)
+                eps = noise[slot : slot + 1]
+                x_t = _noised(x0.unsqueeze(0), eps, sa, sb)
+                keys = row_keys([image_key], [slot]).to(device)
+                label = torch.tensor([classes[c]], dtype=torch.long, device=device)
+                with _sample_keys_context(bundle, keys, pattern), _autocast(device, amp):
+                    eps_hat = bundle.predict_eps(x_t.to(param_dtype), tt.to(device), label)
+                err[c, slot] = float(_row_errors(eps_hat, eps, loss)[0])
+        means = {}
+        for c in alive:
+            vals = [v for v in err[c].tolist() if not math.isnan(v)]
+            means[c] = sum(vals) / len(vals)
+        alive = sorted(_rank(alive, means)[: stage.keep])
+    return _finish(err, plan, stage_classes, alive[0], time.perf_counter() - start)

@@ -1,0 +1,224 @@
+"""Bundles for diffusers pipelines (SD-style text-conditional, DiT class-conditional), and the
+image → x0 preparation the classifier needs (spec §7.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..models.bundle import DiffusionBundle
+
+__all__ = [
+    "attach_vae",
+    "bundle_from_pipeline",
+    "pixels_to_x0",
+    "prepare_x0",
+    "preprocess_image",
+    "to_pixels",
+]
+
+
+def _vae_encoder(vae: torch.nn.Module):
+    scaling = float(getattr(vae.config, "scaling_factor", 1.0))
+
+    @torch.inference_mode()
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        p = next(vae.parameters())
+        latents = vae.encode(pixels.to(device=p.device, dtype=p.dtype)).latent_dist.mean
+        return latents.float() * scaling
+
+    return encode
+
+
+def _vae_scale(vae: torch.nn.Module) -> int:
+    return 2 ** (len(getattr(vae.config, "block_out_channels", [0])) - 1)
+
+
+def attach_vae(bundle: DiffusionBundle, vae: torch.nn.Module | None = None) -> DiffusionBundle:
+    """Give a latent bundle an ``encode`` (VAE latent_dist.mean × scaling_factor) and ``image_size``.
+
+    With ``vae=None`` the VAE is loaded from ``bundle.extras["vae_path"]`` (set by
+    ``bigain.models.load`` for pipeline folders). Pixel-space bundles are returned unchanged.
+    """
+    if "encode" in bundle.extras:
+        return bundle
+    if vae is None:
+        path = bundle.extras.get("vae_path")
+        if path is None:
+            return bundle
+        from diffusers import AutoencoderKL
+
+        device = next(bundle.denoiser.parameters()).device
+        vae = AutoencoderKL.from_pretrained(path).to(device).eval()
+    bundle.extras["vae"] = vae
+    bundle.extras["encode"] = _vae_encoder(vae)
+    bundle.extras["image_size"] = bundle.sample_shape[-1] * _vae_scale(vae)
+    return bundle
+
+
+@torch.inference_mode()
+def _encode_prompts(pipe: Any, prompts: Sequence[str], device: torch.device, batch_size: int) -> torch.Tensor:
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+    max_len = getattr(tok, "model_max_length", 77)
+    use_mask = bool(getattr(getattr(enc, "config", None), "use_attention_mask", False))
+    chunks = []
+    for lo in range(0, len(prompts), batch_size):
+        batch = tok(
+            list(prompts[lo : lo + batch_size]),
+            padding="max_length",
+            max_length=max_len,
+            truncation=True,
+            return_tensors="pt",
+        )
+        ids = batch["input_ids"].to(device)
+        mask = batch["attention_mask"].to(device) if use_mask and "attention_mask" in batch else None
+        chunks.append(enc(ids, attention_mask=mask)[0])
+    return torch.cat(chunks)
+
+
+def bundle_from_pipeline(
+    pipe: Any,
+    prompts: Sequence[str] | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    name: str | None = None,
+    batch_size: int = 32,
+) -> DiffusionBundle:
+    """A :class:`DiffusionBundle` for a diffusers pipeline.
+
+    - Text-conditional (``unet`` + ``tokenizer`` + ``text_encoder``, e.g. Stable Diffusion): each
+      prompt is encoded once; class ``k``'s conditioning is the cached embedding of ``prompts[k]``
+      as ``encoder_hidden_states``.
+    - Class-conditional (``transformer`` with ``num_embeds_ada_norm``, e.g. DiT): ``class_labels``.
+
+    ``x0`` comes from the VAE: ``vae.encode(x).latent_dist.mean × scaling_factor``
+    (``bundle.extras["encode"]``, input images of ``bundle.extras["image_size"]`` in [-1, 1]).
+    ᾱ_t comes from ``pipe.scheduler.alphas_cumprod``.
+    """
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if denoiser is None:
+        raise TypeError(f"{type(pipe).__name__}: no `unet` or `transformer` to classify with")
+    sched = getattr(pipe, "scheduler", None)
+    alphas = getattr(sched, "alphas_cumprod", None)
+    if alphas is None:
+        raise TypeError(
+            f"{type(sched).__name__}: the scheduler has no alphas_cumprod (ε-prediction DDPM-family needed)"
+        )
+    param = next(denoiser.parameters())
+    cfg = denoiser.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    in_ch = int(cfg.in_channels)
+    out_ch = int(getattr(cfg, "out_channels", None) or in_ch)
+    extras: dict[str, Any] = {}
+    if getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "tokenizer", None) is not None:
+        if not prompts:
+            raise ValueError("a text-conditional pipeline needs one prompt per class (prompts=...)")
+        emb = _encode_prompts(pipe, prompts, param.device, batch_size).to(param.dtype)
+        extras["prompts"] = list(prompts)
+        extras["prompt_embeddings"] = emb
+
+        def conditioning(labels: torch.Tensor) -> dict[str, Any]:
+            return {"encoder_hidden_states": emb[labels.to(emb.device)]}
+
+        num_classes, kind, null = len(prompts), "unet" if hasattr(pipe, "unet") else "transformer", None
+        names = list(class_names) if class_names is not None else list(prompts)
+    elif getattr(cfg, "num_embeds_ada_norm", None):
+        num_classes, kind, null = int(cfg.num_embeds_ada_norm), "dit", int(cfg.num_embeds_ada_norm)
+
+        def conditioning(labels: torch.Tensor) -> dict[str, Any]:
+            return {"class_labels": labels}
+
+        id2label = getattr(pipe, "id2label", None) or {}
+        names = (
+            list(class_names)
+            if class_names is not None
+            else [str(id2label.get(i, id2label.get(str(i), f"class {i}"))) for i in range(num_classes)]
+        )
+    else:
+        raise TypeError(f"{type(pipe).__name__}: neither text-conditional nor class-conditional")
+    bundle = DiffusionBundle(
+        name=name or type(pipe).__name__,
+        denoiser=denoiser,
+        kind=kind,
+        alphas_cumprod=torch.as_tensor(alphas).detach().to(torch.float64).cpu(),
+        num_classes=num_classes,
+        class_names=names,
+        sample_shape=(in_ch, int(size), int(size)),
+        conditioning=conditioning,
+        null_class=null,
+        learned_sigma=out_ch == 2 * in_ch,
+        extras=extras,
+    )
+    vae = getattr(pipe, "vae", None)
+    if vae is not None:
+        attach_vae(bundle, vae)
+    return bundle
+
+
+# --------------------------------------------------------------------------------------------
+# images → x0
+# --------------------------------------------------------------------------------------------
+def preprocess_image(image: Any, size: int, channels: int) -> torch.Tensor:
+    """PIL image or float tensor in [0, 1] / [-1, 1] → (channels, size, size) in [-1, 1].
+
+    PIL: shorter side resized to ``size`` (bicubic), centre crop, ``ToTensor``, normalise 0.5/0.5
+    (spec §7.1). Tensors are taken as already in [-1, 1] and only resized if needed.
+    """
+    if isinstance(image, torch.Tensor):
+        x = image.float()
+        if x.dim() == 2:
+            x = x[None]
+        if x.shape[0] != channels:
+            if x.shape[0] == 1:
+                x = x.expand(channels, -1, -1)
+            elif channels == 1:
+                x = x.mean(dim=0, keepdim=True)
+            else:
+                raise ValueError(f"cannot turn a {x.shape[0]}-channel image into {channels} channels")
+        if tuple(x.shape[-2:]) != (size, size):
+            x = torch.nn.functional.interpolate(
+                x[None], size=(size, size), mode="bicubic", align_corners=False
+            )[0]
+        return x.contiguous()
+    from PIL import Image
+
+    im = image.convert("L" if channels == 1 else "RGB")
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    im = im.crop((left, top, left + size, top + size))
+    import numpy as np
+
+    arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).float().div(255.0)
+    arr = arr[None] if arr.dim() == 2 else arr.permute(2, 0, 1)
+    if arr.shape[0] != channels:
+        raise ValueError(f"cannot turn a {arr.shape[0]}-channel image into {channels} channels")
+    return arr.mul(2.0).sub(1.0).contiguous()
+
+
+def to_pixels(bundle: DiffusionBundle, image: Any) -> torch.Tensor:
+    """One image as the pixels its bundle takes: the sample itself (pixel space) or the VAE input."""
+    if bundle.extras.get("encode") is None:
+        c, h, w = bundle.sample_shape
+        if h != w:
+            raise ValueError(f"non-square sample shape {bundle.sample_shape} is not supported")
+        return preprocess_image(image, h, c)
+    size = int(bundle.extras.get("image_size", bundle.sample_shape[-1] * 8))
+    return preprocess_image(image, size, 3)
+
+
+def pixels_to_x0(bundle: DiffusionBundle, pixels: torch.Tensor) -> torch.Tensor:
+    """A batch of `to_pixels` outputs → x0 (VAE latents for latent bundles), float32 on CPU."""
+    encode = bundle.extras.get("encode")
+    if encode is None:
+        return pixels.float()
+    return encode(pixels).float().cpu()
+
+
+def prepare_x0(bundle: DiffusionBundle, images: Sequence[Any]) -> torch.Tensor:
+    """x0 for a list of images: pixels for pixel-space bundles, VAE latents for latent bundles."""
+    return pixels_to_x0(bundle, torch.stack([to_pixels(bundle, im) for im in images]))

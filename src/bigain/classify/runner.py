@@ -1,0 +1,502 @@
+"""Classification runs in a folder: resumable, shardable, multi-process.
+
+Folder layout::
+
+    config.json          what the run is (a resume with a different identity is an error)
+    results.jsonl        one JSON record per image (merged, sorted by index, at the end)
+    results.<tag>.jsonl  per-shard / per-rank record files while a split run is going on
+    summary.json/.md     written by the process that finishes last (rank 0)
+
+Records are appended, flushed and fsynced one at a time. A rerun reads every results file,
+drops a truncated last line (a write cut by SIGKILL), and scores only the images not yet there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .datasets import ClassificationDataset
+from .engine import DiffusionClassifier, image_key_from_id
+from .pipeline import attach_vae, pixels_to_x0, to_pixels
+from .schedule import calls_per_image
+from .summary import summarize, summary_markdown
+
+__all__ = ["ConfigMismatchError", "merge_results", "read_records", "run_classification"]
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.json"
+SUMMARY_MD = "summary.md"
+MERGE_LOCK = ".merge.lock"
+CONFIG_VERSION = 1
+# fields of config.json that decide the numbers; a resume must agree on all of them
+IDENTITY_KEYS = (
+    "version",
+    "model",
+    "data",
+    "dataset_size",
+    "class_names",
+    "classes",
+    "prompts",
+    "method",
+    "method_options",
+    "n_samples",
+    "to_keep",
+    "loss",
+    "n_trials",
+    "seed",
+    "dtype",
+    "pattern",
+)
+
+
+class ConfigMismatchError(ValueError):
+    """The run folder holds a run with different settings."""
+
+
+# --------------------------------------------------------------------------------------------
+# record files
+# --------------------------------------------------------------------------------------------
+def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int, int]:
+    """(records, bytes of the valid prefix, file size). A line without its newline, or one that is
+    not valid JSON at the end of the file, is a cut write and is dropped."""
+    raw = Path(path).read_bytes()
+    records: list[dict[str, Any]] = []
+    pos, valid = 0, 0
+    bad_middle = 0
+    while pos < len(raw):
+        nl = raw.find(b"\n", pos)
+        if nl < 0:
+            break  # truncated last line
+        line = raw[pos:nl]
+        pos = nl + 1
+        if not line.strip():
+            if bad_middle == 0:
+                valid = pos
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "id" not in rec or "index" not in rec:
+                raise ValueError("not a record")
+        except ValueError:
+            bad_middle += 1
+            continue
+        if bad_middle:
+            warnings.warn(f"{path}: skipped {bad_middle} unreadable line(s) before a valid one", stacklevel=2)
+            bad_middle = 0
+        records.append(rec)
+        valid = pos
+    return records, valid, len(raw)
+
+
+def _result_files(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("results*.jsonl") if p.is_file())
+
+
+def _load_all(out: Path) -> dict[str, dict[str, Any]]:
+    by_id: dict[str, dict[str, Any]] = {}
+    for p in _result_files(out):
+        try:
+            recs, _, _ = read_records(p)
+        except FileNotFoundError:
+            continue
+        for r in recs:
+            by_id.setdefault(str(r["id"]), r)
+    return by_id
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class _RecordWriter:
+    """Appends records to one results file, one fsynced line at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.exists():
+            _, valid, size = read_records(path)
+            if valid < size:  # a write cut short: drop its bytes before appending
+                with open(path, "r+b") as f:
+                    f.truncate(valid)
+                    os.fsync(f.fileno())
+        self.f = open(path, "ab")  # noqa: SIM115 - kept open for the whole run, closed by close()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.f.write(json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+@contextlib.contextmanager
+def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            got = True
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            got = False
+        yield got
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _owner_lock(out: Path, results_name: str) -> Path:
+    return out / f".lock.{results_name}"
+
+
+# --------------------------------------------------------------------------------------------
+# config
+# --------------------------------------------------------------------------------------------
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=str))
+
+
+def _check_or_write_config(out: Path, config: dict[str, Any]) -> None:
+    path = out / CONFIG_FILE
+    config = _jsonable(config)
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as e:
+            raise ConfigMismatchError(f"{path} is not valid JSON ({e}); use a new --out folder") from None
+        diffs = [k for k in IDENTITY_KEYS if old.get(k) != config.get(k)]
+        if diffs:
+            detail = "; ".join(
+                f"{k}: folder has {_short(old.get(k))}, this run has {_short(config.get(k))}" for k in diffs
+            )
+            raise ConfigMismatchError(
+                f"{out} holds a different classification run ({detail}). "
+                "Resume with the same settings, or choose another --out folder."
+            )
+        return
+    _atomic_write(path, json.dumps(config, indent=2) + "\n")
+
+
+def _short(v: Any, n: int = 80) -> str:
+    s = json.dumps(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# distributed
+# --------------------------------------------------------------------------------------------
+def _dist_context(distributed: bool | None) -> tuple[int, int, bool]:
+    """(rank, world size, whether we initialised the process group ourselves)."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1, False
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if distributed is False or world <= 1:
+        return 0, 1, False
+    dist.init_process_group("gloo", timeout=datetime.timedelta(hours=12))
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------
+# merging and summary
+# --------------------------------------------------------------------------------------------
+def merge_results(
+    out_dir: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    *,
+    multi_label: bool | None = None,
+    expected: int | None = None,
+) -> dict[str, Any] | None:
+    """Merge every results file of a run folder into ``results.jsonl`` (sorted by index, no
+    duplicates) and write ``summary.json``/``summary.md``. Part files whose writer has finished
+    are removed. Returns the summary (None if a writer of ``results.jsonl`` itself is running)."""
+    out = Path(out_dir)
+    config = json.loads((out / CONFIG_FILE).read_text())
+    class_names = list(class_names if class_names is not None else config["class_names"])
+    multi_label = bool(config.get("multi_label", False)) if multi_label is None else multi_label
+    expected = config.get("expected") if expected is None else expected
+    with _flock(out / MERGE_LOCK):
+        with _flock(_owner_lock(out, RESULTS_FILE), blocking=False) as free:
+            if not free:
+                warnings.warn(
+                    f"{out}: another process is writing {RESULTS_FILE}; not merging now", stacklevel=2
+                )
+                return None
+            records = sorted(_load_all(out).values(), key=lambda r: r["index"])
+            text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+            _atomic_write(out / RESULTS_FILE, text)
+        for p in _result_files(out):
+            if p.name == RESULTS_FILE:
+                continue
+            with _flock(_owner_lock(out, p.name), blocking=False) as free:
+                if free:
+                    p.unlink(missing_ok=True)
+                    _owner_lock(out, p.name).unlink(missing_ok=True)
+        summary = summarize(records, class_names, multi_label=multi_label, expected=expected)
+        summary["model"], summary["data"], summary["method"] = (
+            config.get("model"),
+            config.get("data"),
+            config.get("method"),
+        )
+        _atomic_write(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        _atomic_write(out / SUMMARY_MD, summary_markdown(summary, config, class_names))
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------
+def _candidates(bundle: Any, dataset: ClassificationDataset) -> list[int]:
+    """The model label of each data-set class."""
+    ids = dataset.model_class_ids
+    if ids is not None and len(set(ids)) == len(ids) and max(ids) < bundle.num_classes:
+        return list(ids)
+    if bundle.num_classes == dataset.num_classes:
+        return list(range(dataset.num_classes))
+    raise ValueError(
+        f"the model has {bundle.num_classes} classes but the data set {dataset.name!r} has {dataset.num_classes} "
+        "and gives no mapping to the model's labels (for a text-conditional pipeline, build the bundle "
+        "from the data set's prompts)"
+    )
+
+
+def _results_name(shard: tuple[int, int], rank: int, world: int) -> str:
+    tag = ""
+    if shard[1] > 1:
+        tag += f".shard{shard[0]}of{shard[1]}"
+    if world > 1:
+        tag += f".rank{rank}of{world}"
+    return f"results{tag}.jsonl" if tag else RESULTS_FILE
+
+
+def _label_json(label: Any) -> Any:
+    return list(label) if isinstance(label, (tuple, list)) else int(label)
+
+
+def run_classification(
+    bundle: Any,
+    dataset: ClassificationDataset,
+    out_dir: str | os.PathLike,
+    *,
+    limit: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    method: str | None = None,
+    method_options: dict[str, Any] | None = None,
+    n_samples: Sequence[int] = (5, 20),
+    to_keep: Sequence[int] = (5, 1),
+    loss: str = "l2",
+    n_trials: int = 1,
+    batch_size: int = 32,
+    dtype: str = "fp32",
+    seed: int = 0,
+    pattern: str = "per-sample",
+    images_per_group: int | None = None,
+    progress: bool = True,
+    distributed: bool | None = None,
+    model_name: str | None = None,
+    data_name: str | None = None,
+) -> dict[str, Any] | None:
+    """Classify a data set into a run folder; resume if the folder already holds this run.
+
+    ``shard=(i, n)`` scores images ``i, i+n, i+2n, ...`` of the first ``limit``. Under
+    ``accelerate launch``/``torchrun`` (or an initialised torch.distributed group) the images are
+    further split by rank; rank 0 merges the result files and writes the summary at the end.
+    Returns the summary (None on ranks other than 0).
+    """
+    method_options = dict(method_options or {})
+    i_shard, n_shard = int(shard[0]), int(shard[1])
+    if n_shard < 1 or not 0 <= i_shard < n_shard:
+        raise ValueError(f"shard={shard}: expected (i, n) with 0 <= i < n")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit={limit} must be >= 0")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world, own_group = _dist_context(distributed)
+    try:
+        candidates = _candidates(bundle, dataset)
+        attach_vae(bundle)
+        clf = DiffusionClassifier(
+            bundle,
+            classes=candidates,
+            n_samples=n_samples,
+            to_keep=to_keep,
+            loss=loss,
+            batch_size=batch_size,
+            dtype=dtype,
+            seed=seed,
+            pattern=pattern,
+            n_trials=n_trials,
+        )
+        total = len(dataset) if limit is None else min(limit, len(dataset))
+        method_name = None if method in (None, "none") else str(method)
+        config = {
+            "version": CONFIG_VERSION,
+            "model": model_name or getattr(bundle, "name", type(bundle).__name__),
+            "data": data_name or dataset.root or dataset.name,
+            "dataset_size": len(dataset),
+            "class_names": list(dataset.class_names),
+            "classes": candidates,
+            "prompts": list(bundle.extras.get("prompts", [])) if hasattr(bundle, "extras") else [],
+            "method": method_name or "none",
+            "method_options": method_options if method_name else {},
+            "n_samples": list(clf.n_samples),
+            "to_keep": list(clf.to_keep),
+            "loss": loss,
+            "n_trials": n_trials,
+            "seed": seed,
+            "dtype": str(dtype),
+            "pattern": pattern,
+            "multi_label": dataset.multi_label,
+            "expected": total,
+            "batch_size": batch_size,
+            "calls_per_image": calls_per_image(len(candidates), clf.plan),
+        }
+        _check_or_write_config(out, config)
+        if (out / CONFIG_FILE).exists():  # keep `expected` current when a resume changes the limit
+            stored = json.loads((out / CONFIG_FILE).read_text())
+            if rank == 0 and stored.get("expected") != total:
+                stored["expected"] = total
+                _atomic_write(out / CONFIG_FILE, json.dumps(stored, indent=2) + "\n")
+        _barrier(world)
+
+        mine = list(range(total))[i_shard::n_shard][rank::world]
+        done = set(_load_all(out))
+        todo = [i for i in mine if str(dataset[i].id) not in done]
+        results_name = _results_name((i_shard, n_shard), rank, world)
+        rows_per_image = config["calls_per_image"]
+        group = images_per_group or max(1, min(64, math.ceil(8 * batch_size / max(1, rows_per_image))))
+
+        with _flock(_owner_lock(out, results_name), blocking=False) as free:
+            if not free:
+                raise RuntimeError(f"{out}: another process is already writing {results_name}")
+            writer = _RecordWriter(out / results_name)
+            try:
+                ctx = contextlib.nullcontext()
+                if method_name:
+                    import bigain
+
+                    ctx = bigain.compressed(bundle, method_name, **method_options)
+                with ctx:
+                    _score(clf, bundle, dataset, todo, len(mine), group, writer, progress, rank, world)
+            finally:
+                writer.close()
+        _barrier(world)
+        summary = None
+        if rank == 0:
+            summary = merge_results(out, dataset.class_names, multi_label=dataset.multi_label, expected=total)
+        _barrier(world)
+        return summary
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _score(
+    clf: DiffusionClassifier,
+    bundle: Any,
+    dataset: ClassificationDataset,
+    todo: list[int],
+    n_mine: int,
+    group: int,
+    writer: _RecordWriter,
+    progress: bool,
+    rank: int,
+    world: int,
+) -> None:
+    from tqdm.auto import tqdm
+
+    desc = "classify" if world == 1 else f"classify[rank {rank}]"
+    bar = tqdm(
+        total=n_mine,
+        initial=n_mine - len(todo),
+        desc=desc,
+        unit="img",
+        disable=not progress,
+        position=rank if world > 1 else None,
+        dynamic_ncols=True,
+    )
+    try:
+        for lo in range(0, len(todo), group):
+            samples = [dataset[i] for i in todo[lo : lo + group]]
+            ok, x0s = [], []
+            for s in samples:
+                try:
+                    x0s.append(to_pixels(bundle, dataset.load_image(s)))
+                    ok.append(s)
+                except Exception as e:  # noqa: BLE001 - any unreadable image is recorded and the run goes on
+                    writer.write(
+                        {
+                            "index": s.index,
+                            "id": s.id,
+                            "label": _label_json(s.label),
+                            "path": s.path,
+                            "error": f"{type(e).__name__}: {e}",
+                            "prediction": None,
+                        }
+                    )
+                    bar.update(1)
+            if not ok:
+                continue
+            x0 = pixels_to_x0(bundle, torch.stack(x0s))
+            results = clf.classify_batch(x0, [image_key_from_id(s.id) for s in ok])
+            for s, r in zip(ok, results):
+                label = _label_json(s.label)
+                correct = (r.prediction in label) if isinstance(label, list) else (r.prediction == label)
+                writer.write(
+                    {
+                        "index": s.index,
+                        "id": s.id,
+                        "label": label,
+                        "prediction": r.prediction,
+                        "correct": bool(correct),
+                        "ranking": r.ranking,
+                        "stages": [st.to_dict() for st in r.stages],
+                        "seconds": r.seconds,
+                        "calls": r.calls,
+                        "error": None,
+                    }
+                )
+                bar.update(1)
+    finally:
+        bar.close()
