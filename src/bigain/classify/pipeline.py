@@ -100,6 +100,11 @@ def bundle_from_pipeline(
     denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
     if denoiser is None:
         raise TypeError(f"{type(pipe).__name__}: no `unet` or `transformer` to classify with")
+    text_conditional = (
+        getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "tokenizer", None) is not None
+    )
+    if text_conditional and not prompts:
+        raise ValueError("a text-conditional pipeline needs one prompt per class (prompts=...)")
     sched = getattr(pipe, "scheduler", None)
     alphas = getattr(sched, "alphas_cumprod", None)
     if alphas is None:
@@ -112,9 +117,7 @@ def bundle_from_pipeline(
     in_ch = int(cfg.in_channels)
     out_ch = int(getattr(cfg, "out_channels", None) or in_ch)
     extras: dict[str, Any] = {}
-    if getattr(pipe, "text_encoder", None) is not None and getattr(pipe, "tokenizer", None) is not None:
-        if not prompts:
-            raise ValueError("a text-conditional pipeline needs one prompt per class (prompts=...)")
+    if text_conditional:
         emb = _encode_prompts(pipe, prompts, param.device, batch_size).to(param.dtype)
         extras["prompts"] = list(prompts)
         extras["prompt_embeddings"] = emb

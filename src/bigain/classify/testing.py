@@ -136,3 +136,38 @@ class CountingBundle(DiffusionBundle):
             sample_shape=shape,
             conditioning=lambda labels: {"class_labels": labels},
         )
+
+
+class _ToyDenoiser(torch.nn.Module):
+    """A few convolutions with a class embedding added to the features (pure torch, fast import)."""
+
+    def __init__(self, num_classes: int, channels: int, width: int = 16) -> None:
+        super().__init__()
+        self.inp = torch.nn.Conv2d(channels, width, 3, padding=1)
+        self.emb = torch.nn.Embedding(num_classes + 1, width)
+        self.temb = torch.nn.Linear(1, width)
+        self.mid = torch.nn.Conv2d(width, width, 3, padding=1)
+        self.out = torch.nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, x, timestep, class_labels, return_dict=False):
+        t = (timestep.float() / 1000.0).view(-1, 1).to(x.dtype)
+        h = self.inp(x) + (self.emb(class_labels) + self.temb(t))[:, :, None, None]
+        h = self.mid(torch.nn.functional.silu(h))
+        return (self.out(torch.nn.functional.silu(h)),)
+
+
+def toy_bundle(num_classes: int = 6, size: int = 16, channels: int = 1, seed: int = 0) -> DiffusionBundle:
+    """A class-conditional pixel-space bundle without diffusers (for multi-process tests)."""
+    torch.manual_seed(seed)
+    model = _ToyDenoiser(num_classes, channels).eval()
+    return DiffusionBundle(
+        name="toy",
+        denoiser=model,
+        kind="toy",
+        alphas_cumprod=linear_alphas_cumprod(),
+        num_classes=num_classes,
+        class_names=[f"class{i}" for i in range(num_classes)],
+        sample_shape=(channels, size, size),
+        conditioning=lambda labels: {"class_labels": labels},
+        null_class=num_classes,
+    )

@@ -1,0 +1,272 @@
+"""Classification runs: records, resume after SIGKILL, config checks, shards, multi-process, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bigain.classify import merge_results, read_records, run_classification
+from bigain.classify.datasets import ImageFolderDataset, TensorDataset, load_dataset
+from bigain.classify.runner import ConfigMismatchError
+from bigain.classify.testing import tiny_dit_bundle, toy_bundle
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RUN = {"n_samples": (2, 4), "to_keep": (2, 1), "batch_size": 8, "progress": False}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make_data(n: int = 10) -> TensorDataset:
+    g = torch.Generator().manual_seed(123)
+    images = torch.rand(n, 1, 16, 16, generator=g) * 2 - 1
+    return TensorDataset(images, [i % 6 for i in range(n)], [f"c{k}" for k in range(6)], name="toy")
+
+
+def make_bundle():
+    # a pure-torch model: subprocesses start fast (no diffusers import); DiT runs are tested below
+    return toy_bundle(num_classes=6, size=16, seed=0)
+
+
+def result_set(out: Path) -> set:
+    """(id, prediction, errors) of every record; errors rounded to 6 significant digits so that
+    last-bit differences of batched kernels between batch compositions do not matter."""
+    recs, _, _ = read_records(out / "results.jsonl")
+    out_set = set()
+    for r in recs:
+        errs = tuple(
+            (tuple(st["classes"]), tuple(f"{e:.6g}" for row in st["errors"] for e in row))
+            for st in r["stages"]
+        )
+        out_set.add((r["id"], r["prediction"], errs))
+    assert len(out_set) == len(recs)
+    return out_set
+
+
+def ids_of(out: Path) -> list[str]:
+    recs, _, _ = read_records(out / "results.jsonl")
+    return [r["id"] for r in recs]
+
+
+def strip_timing(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "timing"}
+
+
+def _child_main(out: str, n: str) -> None:
+    """Entry point of the subprocess that gets killed (see test_resume_after_sigkill)."""
+    torch.set_num_threads(1)
+    bundle = make_bundle()
+    forward = bundle.denoiser.forward
+
+    def slow_forward(*args, **kwargs):  # leave time to kill the process mid-run
+        time.sleep(0.01)
+        return forward(*args, **kwargs)
+
+    bundle.denoiser.forward = slow_forward
+    run_classification(bundle, make_data(int(n)), out, images_per_group=1, **RUN)
+
+
+# --------------------------------------------------------------------------------------------
+def test_run_writes_records_summary_and_resumes(tmp_path):
+    bundle, data = make_bundle(), make_data(6)
+    out = tmp_path / "run"
+    s1 = run_classification(bundle, data, out, limit=4, **RUN)
+    assert s1["num_images"] == 4 and s1["complete"] and s1["expected"] == 4
+    assert (out / "config.json").is_file() and (out / "summary.md").is_file()
+    assert json.loads((out / "summary.json").read_text())["num_images"] == 4
+    recs, _, _ = read_records(out / "results.jsonl")
+    r = recs[0]
+    assert set(r) >= {"id", "label", "prediction", "stages", "seconds", "ranking"}
+    assert [len(st["classes"]) for st in r["stages"]] == [6, 2]
+    assert len(s1["confusion_matrix"]) == 6 and sum(map(sum, s1["confusion_matrix"])) == 4
+    # resume with a larger limit: only the new images are scored
+    s2 = run_classification(bundle, data, out, limit=6, **RUN)
+    assert s2["num_images"] == 6 and ids_of(out) == [f"{i:06d}" for i in range(6)]
+    before = result_set(out)
+    run_classification(bundle, data, out, limit=6, **RUN)  # nothing left to do
+    assert result_set(out) == before and len(ids_of(out)) == 6
+
+
+def test_config_mismatch_is_an_error(tmp_path):
+    bundle, data = make_bundle(), make_data(2)
+    run_classification(bundle, data, tmp_path, **RUN)
+    with pytest.raises(ConfigMismatchError, match="seed"):
+        run_classification(bundle, data, tmp_path, **{**RUN, "seed": 1})
+    with pytest.raises(ConfigMismatchError, match="method"):
+        run_classification(bundle, data, tmp_path, method="tome", method_options={"ratio": 0.5}, **RUN)
+    # batch size and limit are not part of the run's identity
+    run_classification(bundle, data, tmp_path, limit=1, **{**RUN, "batch_size": 3})
+
+
+def test_truncated_last_line_is_dropped(tmp_path):
+    bundle, data = make_bundle(), make_data(4)
+    ref = tmp_path / "ref"
+    run_classification(bundle, data, ref, **RUN)
+    out = tmp_path / "cut"
+    run_classification(bundle, data, out, limit=2, **RUN)
+    with open(out / "results.jsonl", "ab") as f:  # a write cut by SIGKILL
+        f.write(b'{"index": 2, "id": "000002", "label": 2, "predic')
+    recs, valid, size = read_records(out / "results.jsonl")
+    assert len(recs) == 2 and valid < size
+    run_classification(bundle, data, out, **RUN)
+    assert result_set(out) == result_set(ref) and len(ids_of(out)) == 4
+
+
+def test_resume_after_sigkill(tmp_path):
+    n = 40
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{ROOT / 'src'}", "OMP_NUM_THREADS": "1"}
+    code = f"from test_classify_runs import _child_main; _child_main({str(out)!r}, '{n}')"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+    path = out / "results.jsonl"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if path.exists() and path.read_bytes().count(b"\n") >= 3:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"child exited early: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done_before = len(read_records(path)[0])
+    assert 3 <= done_before < n, "the child was not killed mid-run"
+    with open(path, "ab") as f:  # and make sure a cut line is there too
+        f.write(b'{"index": 39, "id": "0000')
+    bundle, data = make_bundle(), make_data(n)
+    run_classification(bundle, data, out, images_per_group=3, **RUN)
+    full = tmp_path / "full"
+    run_classification(bundle, data, full, **RUN)
+    assert result_set(out) == result_set(full)
+    assert sorted(ids_of(out)) == sorted(set(ids_of(out))) and len(ids_of(out)) == n
+
+
+def test_shards_merge_to_the_single_run(tmp_path):
+    bundle, data = make_bundle(), make_data(7)
+    single = run_classification(bundle, data, tmp_path / "single", **RUN)
+    out = tmp_path / "sharded"
+    run_classification(bundle, data, out, shard=(0, 3), **RUN)
+    s = run_classification(bundle, data, out, shard=(2, 3), **RUN)
+    assert not s["complete"] and s["num_images"] == 5
+    s = run_classification(bundle, data, out, shard=(1, 3), **RUN)
+    assert s["complete"]
+    assert strip_timing(s) == strip_timing(single)
+    assert result_set(out) == result_set(tmp_path / "single")
+    assert sorted(p.name for p in out.glob("results*.jsonl")) == ["results.jsonl"]
+    again = merge_results(out)
+    assert strip_timing(again) == strip_timing(single)
+
+
+def _dist_worker(rank: int, world: int, port: int, out: str, result: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        summary = run_classification(make_bundle(), make_data(7), out, **RUN)
+        if rank == 0:
+            Path(result).write_text(json.dumps(summary))
+        else:
+            assert summary is None
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_gloo_match_single_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out, result = tmp_path / "multi", tmp_path / "summary.json"
+    mp.spawn(_dist_worker, args=(2, port, str(out), str(result)), nprocs=2, join=True)
+    single = run_classification(make_bundle(), make_data(7), tmp_path / "single", **RUN)
+    multi = json.loads(result.read_text())
+    assert strip_timing(multi) == strip_timing(single)
+    assert result_set(out) == result_set(tmp_path / "single")
+    assert sorted(p.name for p in out.glob("results*.jsonl")) == ["results.jsonl"]
+
+
+def test_unreadable_image_is_recorded_and_missing_path_fails(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for k, name in enumerate(["ant", "bee", "cat", "dog", "eel", "fox"]):
+        (root / name).mkdir(parents=True)
+        Image.new("L", (20, 18), color=40 * k).save(root / name / "a.png")
+    (root / "bee" / "b.png").write_bytes(b"not a png")
+    data = load_dataset(f"folder:{root}")
+    assert isinstance(data, ImageFolderDataset) and data.class_names[0] == "ant" and len(data) == 7
+    s = run_classification(make_bundle(), data, tmp_path / "run", **RUN)
+    assert s["num_failed"] == 1 and s["num_scored"] == 6
+    assert s["failed"][0]["path"].endswith("b.png") and "Error" in s["failed"][0]["error"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(f"pets:{tmp_path / 'nope'}")
+
+
+def test_cli_on_a_saved_model_and_builtin_fashion(tmp_path, capsys):
+    from bigain.classify import cli_main
+    from bigain.models.fashion import SCHEDULER_CONFIG
+
+    bundle = tiny_dit_bundle(num_classes=10, size=32, seed=0)
+    folder = tmp_path / "model"
+    bundle.denoiser.save_pretrained(folder)
+    (folder / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG))
+    out = tmp_path / "run"
+    argv = [
+        "--model",
+        str(folder),
+        "--data",
+        "builtin:fashion-mnist",
+        "--limit",
+        "3",
+        "--out",
+        str(out),
+        "--n-samples",
+        "1",
+        "2",
+        "--to-keep",
+        "2",
+        "1",
+        "--batch-size",
+        "16",
+        "--no-progress",
+        "--method",
+        "tome",
+        "--ratio",
+        "0.5",
+        "--option",
+        "sx=2",
+    ]
+    assert cli_main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_scored"] == 3 and summary["method"] == "tome"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["method_options"] == {"ratio": 0.5, "sx": 2} and cfg["calls_per_image"] == 10 * 1 + 2 * 1
+    assert "top1" in capsys.readouterr().out
+    # a different ratio in the same folder is refused with a clear message
+    assert cli_main([*argv[:-4], "--ratio", "0.3"]) == 2
+    assert "different classification run" in capsys.readouterr().err
+    assert cli_main([*argv[:2], "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
