@@ -7,12 +7,13 @@ use_rand, merge_attn, merge_crossattn, merge_mlp, downsample_factor, ...).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence, Union
+from typing import Any, ClassVar, Union
 
 import torch
 
-Blocks = Union[None, str, Sequence[int]]
+Blocks = Union[None, str, Sequence[int]]  # noqa: UP007 (runtime alias, py3.10)
 
 
 def _check(cond: bool, name: str, value: Any, allowed: str) -> None:

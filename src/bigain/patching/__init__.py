@@ -1,6 +1,6 @@
 """Applying methods to diffusers models through forward hooks."""
 
-from .api import PatchReport, PatchedBlock, apply, compressed, is_patched, remove, sample_keys
+from .api import PatchedBlock, PatchReport, apply, compressed, is_patched, remove, sample_keys
 from .discovery import SUPPORTED, inspect_model, resolve_denoiser
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn as nn
+from torch import nn
 
 SUPPORTED = ("UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel")
 
