@@ -374,34 +374,36 @@ class DiffusionClassifier:
         slot_idx: list[int],
         err: torch.Tensor,
     ) -> None:
+        """Score the (image, class, slot) rows in batches of `batch_size`; write errors into `err`."""
         n = len(img_idx)
         if n == 0:
             return
         denoiser = _denoiser_of(self.bundle)
         device, param_dtype = _param_device_dtype(denoiser)
+        # everything indexed per row is built once per stage, on the device
         img_all = torch.tensor(img_idx, dtype=torch.long)
         cls_all = torch.tensor(cls_idx, dtype=torch.long)
         slot_all = torch.tensor(slot_idx, dtype=torch.long)
+        t_all = self.slot_t[slot_all]
+        sa_all, sb_all = _noise_coefficients(self.bundle.alphas_cumprod, t_all)
+        key_table = torch.tensor(
+            [[mix_keys(k, s) for s in range(self.num_slots)] for k in image_keys], dtype=torch.int64
+        )
+        keys_all = key_table[img_all, slot_all].to(device)
+        img_d, slot_d, t_d = img_all.to(device), slot_all.to(device), t_all.to(device)
+        labels_d = self._labels[cls_all].to(device)
+        sa_d, sb_d = sa_all.to(device), sb_all.to(device)
+        errors = []
         for lo in range(0, n, self.batch_size):
-            img = img_all[lo : lo + self.batch_size]
-            cls = cls_all[lo : lo + self.batch_size]
-            slot = slot_all[lo : lo + self.batch_size]
-            t = self.slot_t[slot]
-            sa, sb = _noise_coefficients(self.bundle.alphas_cumprod, t)
-            img_d, slot_d = img.to(device), slot.to(device)
-            eps = noise[img_d, slot_d]
-            x_t = _noised(x0s[img_d], eps, sa, sb)
-            keys = row_keys([image_keys[i] for i in img.tolist()], slot.tolist())
-            labels = self._labels[cls].to(device)
-            with (
-                _sample_keys_context(self.bundle, keys.to(device), self.pattern),
-                _autocast(device, self.dtype),
-            ):
-                eps_hat = self.bundle.predict_eps(x_t.to(param_dtype), t.to(device), labels)
-            e = _row_errors(eps_hat, eps, self.loss).double().cpu()
-            err[img, cls, slot] = e
+            sl = slice(lo, lo + self.batch_size)
+            eps = noise[img_d[sl], slot_d[sl]]
+            x_t = _noised(x0s[img_d[sl]], eps, sa_d[sl], sb_d[sl])
+            with _sample_keys_context(self.bundle, keys_all[sl], self.pattern), _autocast(device, self.dtype):
+                eps_hat = self.bundle.predict_eps(x_t.to(param_dtype), t_d[sl], labels_d[sl])
+            errors.append(_row_errors(eps_hat, eps, self.loss))
             if self.progress is not None:
-                self.progress(int(img.shape[0]))
+                self.progress(int(eps.shape[0]))
+        err[img_all, cls_all, slot_all] = torch.cat(errors).double().cpu()  # one device sync per stage
 
 
 # --------------------------------------------------------------------------------------------
