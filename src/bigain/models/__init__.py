@@ -1,0 +1,24 @@
+"""Models by name, and the embedded Fashion-MNIST models.
+
+``load(name)`` gives a `DiffusionBundle` for ``builtin:fashion-dit``, ``builtin:fashion-unet``,
+a local diffusers folder, or a hub id (network only); ``load_classifier("builtin:fashion-cnn")``
+gives the CNN used for Fashion-FID. The training recipe is ``python -m bigain.models.train``.
+"""
+
+from __future__ import annotations
+
+from .bundle import DiffusionBundle
+from .fashion import ClassTokenEmbedding, FashionCNN
+from .registry import BUILTIN, available, load, load_classifier, resolve, save_folder
+
+__all__ = [
+    "BUILTIN",
+    "ClassTokenEmbedding",
+    "DiffusionBundle",
+    "FashionCNN",
+    "available",
+    "load",
+    "load_classifier",
+    "resolve",
+    "save_folder",
+]
