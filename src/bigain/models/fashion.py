@@ -65,7 +65,9 @@ def class_embedding_config(tiny: bool = False) -> dict[str, Any]:
 
 
 def cnn_config(tiny: bool = False) -> dict[str, Any]:
-    return dict(channels=[8, 16, 16] if tiny else [32, 64, 128], feature_dim=32 if tiny else 256, num_classes=10)
+    return dict(
+        channels=[8, 16, 16] if tiny else [32, 64, 128], feature_dim=32 if tiny else 256, num_classes=10
+    )
 
 
 class ClassTokenEmbedding(nn.Module):
@@ -98,7 +100,12 @@ class FashionCNN(nn.Module):
     ``forward`` gives logits (B, 10); ``features`` the penultimate activations (B, feature_dim).
     """
 
-    def __init__(self, channels: list[int] | tuple[int, ...] = (32, 64, 128), feature_dim: int = 256, num_classes: int = 10):
+    def __init__(
+        self,
+        channels: list[int] | tuple[int, ...] = (32, 64, 128),
+        feature_dim: int = 256,
+        num_classes: int = 10,
+    ):
         super().__init__()
         self.channels = list(channels)
         self.feature_dim = feature_dim

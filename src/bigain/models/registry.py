@@ -60,7 +60,9 @@ def resolve(name: str | os.PathLike) -> Path:
     if Path(name).is_dir():
         return Path(name)
     if Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise FileNotFoundError(f"model={name!r}: not a builtin name, a local folder, or a hub id (owner/name)")
+        raise FileNotFoundError(
+            f"model={name!r}: not a builtin name, a local folder, or a hub id (owner/name)"
+        )
     try:
         from huggingface_hub import snapshot_download
 
@@ -96,7 +98,9 @@ def _class_names(folder: Path, num_classes: int, extra: dict[str, Any] | None = 
     return [f"class {i}" for i in range(num_classes)]
 
 
-def _dit_bundle(name: str, folder: Path, sched_cfg: dict, device, dtype, extras: dict, index: dict) -> DiffusionBundle:
+def _dit_bundle(
+    name: str, folder: Path, sched_cfg: dict, device, dtype, extras: dict, index: dict
+) -> DiffusionBundle:
     from diffusers import DiTTransformer2DModel
 
     model = DiTTransformer2DModel.from_pretrained(folder, torch_dtype=dtype).to(device).eval()
@@ -178,7 +182,9 @@ def load(
         return _dit_bundle(label, model_folder, sched_cfg, device, dtype, extras, index)
     if cls == "UNet2DConditionModel":
         return _unet_bundle(label, model_folder, sched_cfg, device, dtype, extras)
-    raise ValueError(f"{model_folder}: unsupported denoiser class {cls!r} (expected DiTTransformer2DModel or UNet2DConditionModel)")
+    raise ValueError(
+        f"{model_folder}: unsupported denoiser class {cls!r} (expected DiTTransformer2DModel or UNet2DConditionModel)"
+    )
 
 
 def load_classifier(
@@ -219,7 +225,10 @@ def save_folder(
     folder.mkdir(parents=True, exist_ok=True)
     if "classifier" in modules:
         clf = modules["classifier"]
-        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in clf.state_dict().items()}
+        state = {
+            k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in clf.state_dict().items()
+        }
         save_file(state, str(folder / (CLASSIFIER_FILE + ".tmp")))
         os.replace(folder / (CLASSIFIER_FILE + ".tmp"), folder / CLASSIFIER_FILE)
         _write_json(folder / "config.json", {"_class_name": type(clf).__name__, **clf.config()})

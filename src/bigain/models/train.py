@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import platform
@@ -33,9 +32,9 @@ from .registry import alphas_cumprod_from_config, save_folder
 
 MODELS = ("fashion-dit", "fashion-unet", "fashion-cnn")
 DEFAULTS = {
-    "fashion-dit": dict(steps=100_000, lr=3e-4, batch_size=256),
-    "fashion-unet": dict(steps=100_000, lr=3e-4, batch_size=256),
-    "fashion-cnn": dict(steps=4000, lr=2e-3, batch_size=256),
+    "fashion-dit": dict(steps=100_000, lr=3e-4, batch_size=256, weight_decay=0.0),
+    "fashion-unet": dict(steps=100_000, lr=3e-4, batch_size=256, weight_decay=0.0),
+    "fashion-cnn": dict(steps=4000, lr=2e-3, batch_size=256, weight_decay=5e-4),
 }
 
 
@@ -46,23 +45,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="total optimizer steps (default per model)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default per model)")
     p.add_argument("--warmup", type=int, default=500, help="linear warmup steps")
     p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--label-dropout", type=float, default=0.1, help="fraction of labels set to the null class")
+    p.add_argument(
+        "--label-dropout", type=float, default=0.1, help="fraction of labels set to the null class"
+    )
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast dtype")
-    p.add_argument("--data", default="builtin:fashion-mnist", help="builtin:fashion-mnist or a folder of IDX files")
+    p.add_argument(
+        "--data", default="builtin:fashion-mnist", help="builtin:fashion-mnist or a folder of IDX files"
+    )
     p.add_argument("--split", default="train", choices=("train", "test"))
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument("--tiny", action="store_true", help="tiny architecture (tests, smoke runs)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this much training time")
+    p.add_argument(
+        "--max-minutes", type=float, default=None, help="stop cleanly after this much training time"
+    )
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt if present")
-    p.add_argument("--save-dtype", choices=("fp16", "fp32"), default="fp16", help="dtype of the saved weights")
+    p.add_argument(
+        "--eval-limit", type=int, default=None, help="fashion-cnn: test images to score at the end (all)"
+    )
+    p.add_argument(
+        "--save-dtype", choices=("fp16", "fp32"), default="fp16", help="dtype of the saved weights"
+    )
     args = p.parse_args(argv)
     for k, v in DEFAULTS[args.model].items():
         if getattr(args, k) is None:
@@ -141,7 +151,9 @@ def _diffusion_loss(args, modules, x0, y, ab, gen) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+def evaluate_classifier(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+) -> float:
     was = model.training
     model.eval()
     correct = 0
@@ -172,7 +184,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     is_cnn = args.model == "fashion-cnn"
     ema = None if is_cnn else {k: copy.deepcopy(m).eval().requires_grad_(False) for k, m in modules.items()}
     params = _params(modules)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay if not is_cnn else 5e-4)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     x, y = _load_data(args, device)
     batches = _Batches(len(y), args.batch_size, args.seed, device)
     gen = torch.Generator(device=device).manual_seed(args.seed + 1)  # noise, timesteps, dropout, augmentation
@@ -233,7 +245,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             g["lr"] = lr_at(step)
         with autocast:
             if is_cnn:
-                loss = F.cross_entropy(modules["classifier"](_augment(xb, gen)).float(), yb, label_smoothing=0.1)
+                loss = F.cross_entropy(
+                    modules["classifier"](_augment(xb, gen)).float(), yb, label_smoothing=0.1
+                )
             else:
                 loss = _diffusion_loss(args, modules, xb, yb, ab, gen)
         opt.zero_grad(set_to_none=True)
@@ -257,8 +271,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             loss_sum.zero_()
             loss_n = 0
             bar.set_postfix(loss=f"{avg:.4f}")
-            print(f"[{args.model}] step {step} loss {avg:.4f} lr {lr_at(step):.2e} "
-                  f"{time.monotonic() - t_start:.0f}s", flush=True)
+            print(
+                f"[{args.model}] step {step} loss {avg:.4f} lr {lr_at(step):.2e} "
+                f"{time.monotonic() - t_start:.0f}s",
+                flush=True,
+            )
         if time.monotonic() - last_ckpt > args.checkpoint_minutes * 60:
             checkpoint()
             last_ckpt = time.monotonic()
@@ -273,8 +290,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "model": args.model,
         "args": vars(args),
-        "architecture": {k: (dict(m.config) if hasattr(m, "config") and not callable(m.config) else m.config())
-                         for k, m in final_modules.items()},
+        "architecture": {
+            k: (dict(m.config) if hasattr(m, "config") and not callable(m.config) else m.config())
+            for k, m in final_modules.items()
+        },
         "parameters": {k: sum(p.numel() for p in m.parameters()) for k, m in final_modules.items()},
         "steps_done": step,
         "stopped_by": stopped,
@@ -282,7 +301,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "final_loss": sum(recent) / max(1, len(recent)),
         "loss_curve": losses,
         "loss_window": "mean training loss over the last ~1000 steps (log intervals)",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "torch": torch.__version__,
         "class_names": None,
         "schedule": dict(fashion.SCHEDULER_CONFIG),
@@ -293,7 +314,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if is_cnn:
         from ..data import load as load_data
 
-        test = load_data("builtin:fashion-mnist", split="test")
+        test = load_data("builtin:fashion-mnist", split="test", limit=args.eval_limit)
         xt, yt = test.tensors()
         summary["test_accuracy"] = evaluate_classifier(modules["classifier"], xt.to(device), yt.to(device))
         print(f"[{args.model}] test accuracy {summary['test_accuracy']:.4f}", flush=True)
@@ -311,7 +332,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         pass
     dtype = torch.float16 if args.save_dtype == "fp16" else torch.float32
     save_folder(out, final_modules, summary, dtype=dtype)
-    print(f"[{args.model}] done: {step} steps, {train_s:.0f}s, final loss {summary['final_loss']:.4f} -> {out}", flush=True)
+    print(
+        f"[{args.model}] done: {step} steps, {train_s:.0f}s, final loss {summary['final_loss']:.4f} -> {out}",
+        flush=True,
+    )
     return summary
 
 
