@@ -44,6 +44,7 @@ def machine(device: str) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device,
+        "load_average_1min_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -55,6 +56,28 @@ def load_model(name: str | None, device: str):
 
     if name is None:
         name = "builtin:fashion-dit" if "builtin:fashion-dit" in models.available() else "tiny-dit"
+    if name == "fashion-dit-arch":
+        from diffusers import DiTTransformer2DModel
+
+        from bigain.models.fashion import dit_config
+        from bigain.models.registry import alphas_cumprod_from_config
+
+        torch.manual_seed(0)
+        den = DiTTransformer2DModel(**dit_config()).to(device).eval()
+        from bigain.models.bundle import DiffusionBundle
+
+        bundle = DiffusionBundle(
+            name=name,
+            denoiser=den,
+            kind="dit",
+            alphas_cumprod=alphas_cumprod_from_config(None),
+            num_classes=10,
+            class_names=[str(i) for i in range(10)],
+            sample_shape=(1, 32, 32),
+            conditioning=lambda labels: {"class_labels": labels},
+            null_class=10,
+        )
+        return name + " (the embedded fashion-dit architecture, random weights)", bundle
     if name == "tiny-dit":
         from bigain.classify.testing import tiny_dit_bundle
 
@@ -90,6 +113,7 @@ def main(argv=None) -> int:
 
     from bigain.classify.datasets import load_dataset
 
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     model_name, bundle = load_model(args.model, args.device)
     data = load_dataset("builtin:fashion-mnist")
     samples = [data[i] for i in range(args.images)]
@@ -145,12 +169,13 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "classify_throughput",
         "model": model_name,
-        "data": "builtin:fashion-mnist (first %d test images)" % n,
+        "data": f"builtin:fashion-mnist (first {n} test images)",
         "method": args.method if args.method == "none" else f"{args.method} ratio={args.ratio}",
-        "protocol": "n_samples 5 20, to_keep 5 1, l2, %s, %d denoiser rows per image" % (args.dtype, rows),
+        "protocol": f"n_samples 5 20, to_keep 5 1, l2, {args.dtype}, {rows} denoiser rows per image",
         "batch_size": args.batch_size,
         "images_per_group": args.images_per_group,
         "machine": machine(args.device),
+        "load_average_1min_at_start": load_at_start,
         "images": n,
         "reference_loop": {"seconds": t_ref, "images_per_second": n / t_ref},
         "engine_one_image_at_a_time": {"seconds": t_single, "images_per_second": n / t_single},
@@ -175,7 +200,9 @@ def main(argv=None) -> int:
         f"- data: {result['data']}",
         f"- method: {result['method']}",
         f"- protocol: {result['protocol']}",
-        f"- machine: {where} (device {args.device}, torch {m['torch']})",
+        f"- machine: {where} (device {args.device}, torch {m['torch']}; 1-min load average "
+        f"{load_at_start if load_at_start is None else round(load_at_start, 2)} at start, "
+        f"{m['load_average_1min_at_end'] if m['load_average_1min_at_end'] is None else round(m['load_average_1min_at_end'], 2)} at end)",
         f"- batch size {args.batch_size}, {args.images_per_group} images packed per group",
         "",
         "| path | seconds | images/s | speed-up |",

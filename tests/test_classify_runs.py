@@ -63,7 +63,7 @@ def ids_of(out: Path) -> list[str]:
 
 
 def strip_timing(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k != "timing"}
+    return {k: v for k, v in summary.items() if k not in ("timing", "images_per_s")}
 
 
 def _child_main(out: str, n: str) -> None:
@@ -270,3 +270,26 @@ def test_cli_on_a_saved_model_and_builtin_fashion(tmp_path, capsys):
     assert "different classification run" in capsys.readouterr().err
     assert cli_main([*argv[:2], "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_subset_of_the_data(tmp_path):
+    bundle, data = make_bundle(), make_data(7)
+    s = run_classification(bundle, data, tmp_path, subset=[5, 1, 3], **RUN)
+    assert s["complete"] and s["num_images"] == 3
+    recs, _, _ = read_records(tmp_path / "results.jsonl")
+    assert [(r["index"], r["id"], r["label"]) for r in recs] == [
+        (0, "000005", 5),
+        (1, "000001", 1),
+        (2, "000003", 3),
+    ]
+    with pytest.raises(ConfigMismatchError, match="subset"):
+        run_classification(bundle, data, tmp_path, subset=[5, 1], **RUN)
+    with pytest.raises(ValueError, match="out of range"):
+        run_classification(bundle, data, tmp_path / "bad", subset=[9], **RUN)
+
+
+def test_summary_covers_the_current_limit(tmp_path):
+    bundle, data = make_bundle(), make_data(5)
+    run_classification(bundle, data, tmp_path, **RUN)
+    s = run_classification(bundle, data, tmp_path, limit=2, **RUN)
+    assert s["num_images"] == 2 and s["complete"] and len(ids_of(tmp_path)) == 5

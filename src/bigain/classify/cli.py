@@ -77,6 +77,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="a method option (repeatable), e.g. --option sx=2 --option max_downsample=2",
     )
     p.add_argument("--limit", type=int, default=None, help="classify the first N images only")
+    p.add_argument(
+        "--subset",
+        default=None,
+        help="a .npy or text file of data-set indices to classify (e.g. a fixed ImageNet subset)",
+    )
     p.add_argument("--out", required=True, help="run folder (rerunning with the same folder resumes)")
     p.add_argument(
         "--shard", type=_shard, default=(0, 1), metavar="I/N", help="score images I, I+N, I+2N, ..."
@@ -134,6 +139,17 @@ def load_model_for(name: str, dataset: Any, device: str, dtype: str = "fp32") ->
     return attach_vae(bundle)
 
 
+def _read_subset(path: str) -> list[int]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--subset {path!r} does not exist")
+    if p.suffix == ".npy":
+        import numpy as np
+
+        return [int(i) for i in np.load(p).reshape(-1)]
+    return [int(tok) for tok in p.read_text().replace(",", " ").split()]
+
+
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """``bigain classify ...``; returns the process exit code."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
@@ -182,6 +198,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             images_per_group=args.images_per_group,
             progress=not args.no_progress,
             model_name=args.model,
+            subset=_read_subset(args.subset) if args.subset else None,
         )
     except (FileNotFoundError, NotADirectoryError, ConfigMismatchError, ValueError) as e:
         print(f"bigain classify: error: {e}", file=sys.stderr)

@@ -178,6 +178,21 @@ class ClassificationDataset:
         with Image.open(sample.path) as im:
             return im.convert("RGB")
 
+    def subset(self, indices: Sequence[int]) -> ClassificationDataset:
+        """A view holding only ``indices`` (in that order); samples keep their ids and files."""
+        import copy
+
+        bad = [i for i in indices if not 0 <= int(i) < len(self.samples)]
+        if bad:
+            raise ValueError(
+                f"subset: indices {bad[:5]} out of range for a data set of {len(self.samples)} images"
+            )
+        if len(set(indices)) != len(indices):
+            raise ValueError("subset: indices must be distinct")
+        view = copy.copy(self)
+        view.samples = [self.samples[int(i)] for i in indices]
+        return view
+
     def set_prompts_csv(self, path: str | os.PathLike) -> None:
         prompts, _names = load_prompts_csv(path)
         if len(prompts) != self.num_classes:

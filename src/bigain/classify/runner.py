@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -59,6 +60,7 @@ IDENTITY_KEYS = (
     "seed",
     "dtype",
     "pattern",
+    "subset",
 )
 
 
@@ -271,7 +273,9 @@ def merge_results(
                 if free:
                     p.unlink(missing_ok=True)
                     _owner_lock(out, p.name).unlink(missing_ok=True)
-        summary = summarize(records, class_names, multi_label=multi_label, expected=expected)
+        # the summary covers this run's images (a rerun with a smaller --limit keeps the other records)
+        in_scope = [r for r in records if expected is None or r["index"] < expected]
+        summary = summarize(in_scope, class_names, multi_label=multi_label, expected=expected)
         summary["model"], summary["data"], summary["method"] = (
             config.get("model"),
             config.get("data"),
@@ -334,12 +338,15 @@ def run_classification(
     distributed: bool | None = None,
     model_name: str | None = None,
     data_name: str | None = None,
+    subset: Sequence[int] | None = None,
 ) -> dict[str, Any] | None:
     """Classify a data set into a run folder; resume if the folder already holds this run.
 
     ``shard=(i, n)`` scores images ``i, i+n, i+2n, ...`` of the first ``limit``. Under
     ``accelerate launch``/``torchrun`` (or an initialised torch.distributed group) the images are
     further split by rank; rank 0 merges the result files and writes the summary at the end.
+    ``subset`` (dataset positions, e.g. a fixed 2,000-image ImageNet subset) restricts the run to
+    those images, in that order, before ``limit`` and the shards apply.
     Returns the summary (None on ranks other than 0).
     """
     method_options = dict(method_options or {})
@@ -350,6 +357,12 @@ def run_classification(
         raise ValueError(f"limit={limit} must be >= 0")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    full_size = len(dataset)
+    subset_id = None
+    if subset is not None:
+        subset = [int(i) for i in subset]
+        dataset = dataset.subset(subset)
+        subset_id = hashlib.sha256(json.dumps(subset).encode()).hexdigest()[:16] + f"/{len(subset)}"
     rank, world, own_group = _dist_context(distributed)
     try:
         candidates = _candidates(bundle, dataset)
@@ -372,7 +385,8 @@ def run_classification(
             "version": CONFIG_VERSION,
             "model": model_name or getattr(bundle, "name", type(bundle).__name__),
             "data": data_name or dataset.root or dataset.name,
-            "dataset_size": len(dataset),
+            "dataset_size": full_size,
+            "subset": subset_id,
             "class_names": list(dataset.class_names),
             "classes": candidates,
             "prompts": list(bundle.extras.get("prompts", [])) if hasattr(bundle, "extras") else [],
@@ -458,16 +472,17 @@ def _score(
     )
     try:
         for lo in range(0, len(todo), group):
-            samples = [dataset[i] for i in todo[lo : lo + group]]
+            positions = todo[lo : lo + group]
             ok, x0s = [], []
-            for s in samples:
+            for pos in positions:
+                s = dataset[pos]
                 try:
                     x0s.append(to_pixels(bundle, dataset.load_image(s)))
-                    ok.append(s)
+                    ok.append((pos, s))
                 except Exception as e:  # noqa: BLE001 - any unreadable image is recorded and the run goes on
                     writer.write(
                         {
-                            "index": s.index,
+                            "index": pos,
                             "id": s.id,
                             "label": _label_json(s.label),
                             "path": s.path,
@@ -479,13 +494,13 @@ def _score(
             if not ok:
                 continue
             x0 = pixels_to_x0(bundle, torch.stack(x0s))
-            results = clf.classify_batch(x0, [image_key_from_id(s.id) for s in ok])
-            for s, r in zip(ok, results):
+            results = clf.classify_batch(x0, [image_key_from_id(s.id) for _, s in ok])
+            for (pos, s), r in zip(ok, results):
                 label = _label_json(s.label)
                 correct = (r.prediction in label) if isinstance(label, list) else (r.prediction == label)
                 writer.write(
                     {
-                        "index": s.index,
+                        "index": pos,
                         "id": s.id,
                         "label": label,
                         "prediction": r.prediction,

@@ -79,6 +79,7 @@ def summarize(
         "denoiser_rows": calls,
         "rows_per_second": (calls / seconds) if seconds > 0 else None,
     }
+    out["images_per_s"] = out["timing"]["images_per_second"]  # engine throughput (also under "timing")
     out["failed"] = [{"id": r["id"], "path": r.get("path"), "error": r["error"]} for r in failed]
     return out
 
