@@ -9,6 +9,7 @@
 """
 
 from .cli import cli_main
+from .datasets import load_dataset
 from .engine import ClassifyResult, DiffusionClassifier, StageErrors, image_key_from_id, reference_classify
 from .pipeline import bundle_from_pipeline, prepare_x0
 from .runner import ConfigMismatchError, merge_results, read_records, run_classification
@@ -26,6 +27,7 @@ __all__ = [
     "calls_per_image",
     "cli_main",
     "image_key_from_id",
+    "load_dataset",
     "merge_results",
     "prepare_x0",
     "read_records",
