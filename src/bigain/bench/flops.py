@@ -1,0 +1,124 @@
+"""FLOP counting of one denoiser forward with `torch.utils.flop_counter.FlopCounterMode`.
+
+On CPU, FlopCounterMode does not count scaled_dot_product_attention, so attention is switched to
+diffusers' explicit `AttnProcessor` (matmul + softmax) while counting, as in spec section 8.4.
+Counting only needs shapes: a model built on the meta device (`build_model(..., device="meta")`)
+with meta inputs gives the same count as a real forward, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..methods import MethodConfig, make_config
+from .patch import TOMESD, patched
+
+
+@contextlib.contextmanager
+def explicit_attention(model: nn.Module) -> Iterator[int]:
+    """Give every diffusers attention module an explicit-softmax `AttnProcessor`; restore on exit.
+
+    Works per module (DiTTransformer2DModel has no `set_attn_processor`). Yields how many modules
+    were switched.
+    """
+    from diffusers.models.attention_processor import AttnProcessor
+
+    saved = []
+    for m in model.modules():
+        if hasattr(m, "set_processor") and hasattr(m, "processor"):
+            saved.append((m, m.processor))
+            m.set_processor(AttnProcessor())
+    try:
+        yield len(saved)
+    finally:
+        for m, proc in saved:
+            m.set_processor(proc)
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """Call with a dict, a tuple/list (positional) or a single tensor.
+
+    A dict's first entry (the latent) is passed positionally, the rest as keywords: tomesd's hook
+    reads the latent size from the first positional argument.
+    """
+    if isinstance(inputs, dict):
+        items = list(inputs.items())
+        return model(items[0][1], **dict(items[1:]))
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def count_flops(
+    model: nn.Module, inputs: Any, method: str | None = None, *, explicit: bool = True, **options: Any
+) -> int:
+    """FLOPs of one forward of `model` on `inputs`, optionally patched with `method` (bigain name or
+    "tomesd") and its options. The model is left as it was.
+
+    explicit=True (default) counts attention through diffusers' `AttnProcessor`, since SDPA is not
+    counted on CPU; the patch is applied first, so the methods' hooks see the same modules.
+    """
+    if _on_meta(model) and method not in (None, "none", TOMESD):
+        method, options = _meta_config(method, options, inputs), {}
+    attention = explicit_attention(model) if explicit else contextlib.nullcontext()
+    with torch.no_grad(), patched(model, method, **options), attention, _inputs_to_meta(model):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            call_model(model, inputs)
+    return int(counter.get_total_flops())
+
+
+def _on_meta(model: nn.Module) -> bool:
+    param = next(model.parameters(), None)
+    return param is not None and param.device.type == "meta"
+
+
+def _timestep(inputs: Any) -> torch.Tensor | None:
+    if isinstance(inputs, dict):
+        t = inputs.get("timestep")
+    elif isinstance(inputs, (tuple, list)) and len(inputs) > 1:
+        t = inputs[1]
+    else:
+        t = None
+    return None if t is None else torch.as_tensor(t)
+
+
+def _meta_config(method: Any, options: dict[str, Any], inputs: Any) -> MethodConfig | None:
+    """KV methods decide on the host whether they are off (all timesteps <= stop_t), which a meta
+    timestep cannot answer: decide here from the CPU timestep instead (same FLOPs either way)."""
+    cfg = make_config(method, **options)
+    stop = getattr(cfg, "stop_t", None)
+    if cfg.kind != "kv" or stop is None:
+        return cfg
+    t = _timestep(inputs)
+    if t is not None and t.device.type != "meta" and bool((t <= stop).all()):
+        return None  # the operator is off at this timestep: the forward is the baseline's
+    return dataclasses.replace(cfg, stop_t=None)
+
+
+@contextlib.contextmanager
+def _inputs_to_meta(model: nn.Module) -> Iterator[None]:
+    """For a meta-device model: move CPU input tensors (the timestep) to meta in a pre-hook that
+    runs after the patch's own hooks, so those still read the timestep's value."""
+    if not _on_meta(model):
+        yield
+        return
+
+    def to_meta(v: Any) -> Any:
+        return v.to("meta") if isinstance(v, torch.Tensor) and v.device.type != "meta" else v
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return tuple(to_meta(a) for a in args), {k: to_meta(v) for k, v in kwargs.items()}
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()

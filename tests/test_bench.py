@@ -1,0 +1,278 @@
+"""bench: FLOP counting (explicit attention, meta device), forward timing, sub-layer share, block profile."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from bigain.bench import (
+    SublayerTimer,
+    build_model,
+    call_model,
+    compressed_sublayers,
+    count_flops,
+    example_inputs,
+    explicit_attention,
+    machine_info,
+    patched,
+    sublayer_share,
+    time_forward,
+)
+from bigain.bench.profile import PARTS, BlockProfiler
+from bigain.patching import is_patched
+from conftest import make_tiny_dit, make_tiny_unet
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny forwards are dominated by thread synchronisation on a busy machine: run them on one thread."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+LEVEL1 = [
+    "down_blocks.0.attentions.0.transformer_blocks.0",
+    "up_blocks.1.attentions.0.transformer_blocks.0",
+    "up_blocks.1.attentions.1.transformer_blocks.0",
+]
+
+
+def unet_inputs(batch: int = 1, size: int = 16) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "sample": torch.randn(batch, 4, size, size, generator=g),
+        "timestep": torch.full((batch,), 500),
+        "encoder_hidden_states": torch.randn(batch, 7, 32, generator=g),
+    }
+
+
+def meta_unet():
+    with torch.device("meta"):
+        return make_tiny_unet()
+
+
+def to_meta(inputs):
+    return {k: v if k == "timestep" else v.to("meta") for k, v in inputs.items()}
+
+
+def test_flops_of_methods_are_below_the_baseline():
+    unet, x = make_tiny_unet(), unet_inputs()
+    base = count_flops(unet, x)
+    assert base > 0
+    for method, opts in [
+        ("tome", {"ratio": 0.5}),
+        ("bigain-tm", {"ratio": 0.5}),
+        ("todo", {}),
+        ("bigain-td", {}),
+    ]:
+        assert count_flops(unet, x, method, **opts) < base, method
+    # more merging, fewer FLOPs; tomesd does the same arithmetic as tome
+    assert count_flops(unet, x, "tome", ratio=0.7) < count_flops(unet, x, "tome", ratio=0.5)
+    assert count_flops(unet, x, "tomesd", ratio=0.5) == count_flops(unet, x, "tome", ratio=0.5)
+    assert not is_patched(unet)
+
+
+def test_explicit_attention_is_counted_and_restored():
+    unet, x = make_tiny_unet(), unet_inputs()
+    before = {n: m.processor for n, m in unet.named_modules() if hasattr(m, "processor")}
+    with explicit_attention(unet) as n:
+        assert n == len(before) > 0
+    after = {n: m.processor for n, m in unet.named_modules() if hasattr(m, "processor")}
+    assert all(before[k] is after[k] for k in before)
+    # SDPA attention is invisible to FlopCounterMode on CPU: explicit counting sees more
+    assert count_flops(unet, x) > count_flops(unet, x, explicit=False)
+
+
+@pytest.mark.parametrize(
+    "method,opts",
+    [
+        (None, {}),
+        ("tome", {"ratio": 0.5}),
+        ("sito", {"ratio": 0.5}),
+        ("todo", {}),
+        ("tomesd", {"ratio": 0.5}),
+        ("bigain-td", {"alpha_schedule": (0.8, 1.2)}),
+        ("todo", {"stop_t": 999.0}),
+    ],
+)
+def test_meta_device_count_equals_real_count(method, opts):
+    x = unet_inputs(2)
+    real = count_flops(make_tiny_unet(), x, method, **opts)
+    assert count_flops(meta_unet(), to_meta(x), method, **opts) == real
+
+
+def test_kv_method_off_at_stop_t_counts_the_baseline():
+    x = unet_inputs()
+    base = count_flops(make_tiny_unet(), x)
+    assert count_flops(make_tiny_unet(), x, "todo", stop_t=999.0) == base
+    assert count_flops(meta_unet(), to_meta(x), "todo", stop_t=999.0) == base
+    assert count_flops(meta_unet(), to_meta(x), "todo") < base
+
+
+def test_dit_xl2_flops_match_the_spec_reference():
+    dit = build_model("dit-xl2", device="meta")
+    x = example_inputs("dit-xl2", 256, 1, device="meta")
+    base = count_flops(dit, x)
+    assert abs(base / 1e9 - 237.3) < 0.05  # spec 8.4
+    red = 1 - count_flops(dit, x, "todo", downsample_factor=2) / base
+    assert abs(100 * red - 5.2) < 0.05
+    red = 1 - count_flops(dit, x, "tome", ratio=0.5) / base
+    assert abs(100 * red - 6.6) < 0.05
+
+
+def test_compressed_sublayers_follow_the_placement():
+    unet = make_tiny_unet()
+    assert compressed_sublayers(unet, "tome") == [f"{b}.attn1" for b in LEVEL1]
+    assert compressed_sublayers(unet, "todo") == [f"{b}.attn1" for b in LEVEL1]
+    assert compressed_sublayers(unet, "tomesd", ratio=0.5) == [f"{b}.attn1" for b in LEVEL1]
+    with_ff = compressed_sublayers(unet, "tome", merge_mlp=True)
+    assert set(with_ff) == {f"{b}.{s}" for b in LEVEL1 for s in ("attn1", "ff")}
+    everywhere = compressed_sublayers(unet, "tome", blocks="all")
+    assert len(everywhere) == 7 and everywhere == compressed_sublayers(
+        unet, "tomesd", ratio=0.5, max_downsample=2
+    )
+    assert compressed_sublayers(unet, "none") == []
+    assert not is_patched(unet)
+    dit = make_tiny_dit()
+    assert len(compressed_sublayers(dit, "tomesd", ratio=0.5, max_downsample=2)) == 4
+    assert compressed_sublayers(dit, "tomesd", ratio=0.5) == []
+
+
+def test_sublayer_share_is_a_fraction_and_grows_with_the_sublayers():
+    unet, x = make_tiny_unet(), unet_inputs(2, 32)
+    share = sublayer_share(unet, x, method="tome", repeats=2, warmup=1)
+    assert len(share.shares) == 2
+    assert 0.0 < share.share < 1.0
+    assert share.ceiling == pytest.approx(1 / (1 - share.share))
+    every = [f"{b}.{s}" for b in LEVEL1 for s in ("attn1", "attn2", "ff")]
+    assert sublayer_share(unet, x, every, repeats=2).share > share.share
+    with pytest.raises(ValueError, match="sub-layer"):
+        sublayer_share(unet, x)
+
+
+def test_sublayer_timer_counts_calls_and_removes_its_hooks():
+    unet, x = make_tiny_unet(), unet_inputs()
+    names = [f"{b}.attn1" for b in LEVEL1]
+    with SublayerTimer(unet, names) as timer, torch.no_grad():
+        call_model(unet, x)
+        call_model(unet, x)
+    assert all(timer.calls[n] == 2 and timer.times[n] > 0 for n in names)
+    assert all(not unet.get_submodule(n)._forward_pre_hooks for n in names)
+
+
+def test_time_forward_leaves_the_model_unpatched():
+    unet, x = make_tiny_unet(), unet_inputs()
+    t = time_forward(unet, x, "tome", repeats=2, warmup=1, ratio=0.5)
+    assert len(t.wall) == len(t.cpu) == 2 and t.median > 0
+    assert not is_patched(unet)
+    t = time_forward(unet, x, "tomesd", repeats=1, warmup=0, ratio=0.5)
+    assert len(t.wall) == 1
+    assert type(unet.get_submodule(LEVEL1[0])).__name__ == "BasicTransformerBlock"  # tomesd removed
+
+
+@pytest.mark.parametrize(
+    "method,opts",
+    [
+        (None, {}),
+        ("tome", {"ratio": 0.5}),
+        ("tomesd", {"ratio": 0.5}),
+        ("todo", {}),
+        ("sito", {"ratio": 0.5}),
+    ],
+)
+def test_block_profiler_splits_each_block(method, opts):
+    unet, x = make_tiny_unet(), unet_inputs(2)
+    with patched(unet, method, **opts), BlockProfiler(unet, LEVEL1) as bp, torch.no_grad():
+        call_model(unet, x)
+    assert all(bp.calls[b] == 1 for b in LEVEL1)
+    tot = bp.totals()
+    assert set(tot) == set(PARTS) and all(v >= 0 for v in tot.values()) and tot["attention"] > 0
+    if method in ("tome", "tomesd", "sito"):
+        assert tot["plan"] > 0
+
+
+def test_patched_rejects_unknown_tomesd_options():
+    with pytest.raises(ValueError, match="downsample_factor"):
+        with patched(make_tiny_unet(), "tomesd", downsample_factor=2):
+            pass
+
+
+def test_example_inputs_and_machine_info():
+    x = example_inputs("sd2", 512, 2, dtype=torch.bfloat16)
+    assert x["sample"].shape == (2, 4, 64, 64) and x["sample"].dtype == torch.bfloat16
+    assert x["encoder_hidden_states"].shape == (2, 77, 1024) and x["timestep"].tolist() == [500, 500]
+    x = example_inputs("dit-xl2", 256, 1, device="meta")
+    assert x["hidden_states"].is_meta and not x["timestep"].is_meta
+    info = machine_info()
+    assert info["cpu"] and info["torch"] == torch.__version__ and info["torch_threads"] >= 1
+    with pytest.raises(ValueError, match="unknown benchmark model"):
+        build_model("sd3")
+
+
+def _latency_script():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
+    spec = importlib.util.spec_from_file_location("latency_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_latency_settings_and_targets():
+    lat = _latency_script()
+    st = lat.make_settings(
+        "sd2", ["none", "tome", "tomesd", "todo", "bigain-tm"], [0.5], [2], ["paper", "all"]
+    )
+    keys = [s["key"] for s in st]
+    assert keys[0] == "none" and len(keys) == len(set(keys)) == 1 + 2 * 4
+    by = {s["key"]: s for s in st}
+    assert by["tomesd|all|r=0.5"]["options"] == {"ratio": 0.5, "max_downsample": 8}
+    assert by["todo|all|s=2"]["options"] == {"downsample_factor": 2, "blocks": "all"}
+    sched = lat.make_schedule(st, 2)
+    names = [s["key"] for _, s in sched]
+    assert names.count("none") == 2 * 4 + 1 and names[0] == names[-1] == "none"
+    assert names[1:4] == ["tome|paper|r=0.5", "tomesd|paper|r=0.5", "bigain-tm|paper|r=0.5"]
+    assert sorted(names) == sorted(2 * keys[1:] + ["none"] * 9)
+    dit = [s["key"] for s in lat.make_settings("dit-xl2", ["tomesd"], [0.5], [2], ["paper", "all"])]
+    assert dit == ["tomesd|all|r=0.5"]
+    # synthetic group: speedups, ceilings and the three targets
+    group = {"settings": {}, "flops": {"none": 100, "tome|paper|r=0.5": 90}}
+    for key, runs in [
+        ("none", [10.0, 10.2, 9.9]),
+        ("tome|paper|r=0.5", [9.0, 9.1, 8.9]),
+        ("tomesd|paper|r=0.5", [9.2, 9.3, 9.1]),
+        ("bigain-tm|paper|r=0.5", [9.5, 9.4, 9.6]),
+    ]:
+        method = key.split("|")[0]
+        group["settings"][key] = dict(
+            key=key,
+            method=method,
+            placement="paper",
+            param=None if method == "none" else "r=0.5",
+            runs_s=runs,
+            sublayers=[] if method == "none" else ["a"],
+        )
+    group["sublayer_s"] = [{"forward_s": 10.0, "times": {"a": 2.0}}] * 3
+    lat.summarize(group)
+    tome = group["settings"]["tome|paper|r=0.5"]
+    assert tome["speedup"] == tome["speedup_of_medians"] == pytest.approx(10.0 / 9.0)
+    assert tome["ceiling"] == pytest.approx(1.25) and tome["flops_reduction"] == pytest.approx(0.1)
+    met = {(t["target"], t["setting"]): t["met"] for t in group["targets"]}
+    assert met[("tome no slower than tomesd", "tome|paper|r=0.5")]
+    assert not met[("bigain-tm within 3% of tome", "bigain-tm|paper|r=0.5")]  # 9.5 / 9.0 = 1.056
+    assert not met[("within 80% of ceiling", "tome|paper|r=0.5")]  # 0.111 / 0.25 = 0.44
+    # with bracketing baselines, the speedup is the median of the per-run ratios
+    group["settings"]["bigain-tm|paper|r=0.5"]["paired"] = [1.2, 1.0, 1.1]
+    lat.summarize(group)
+    assert group["settings"]["bigain-tm|paper|r=0.5"]["speedup"] == pytest.approx(1.1)
+    assert "tome r=0.5" in lat.render_markdown(
+        {
+            "groups": {
+                "g": dict(group, model="sd2", pixels=512, latent=64, dtype="fp32", batch=1, device="cpu")
+            }
+        }
+    )
