@@ -276,3 +276,33 @@ def test_latency_settings_and_targets():
             }
         }
     )
+
+
+def test_count_flops_with_positional_inputs_and_keywords():
+    dit, g = make_tiny_dit(), torch.Generator().manual_seed(0)
+    x, t, y = torch.randn(1, 4, 16, 16, generator=g), torch.tensor([500]), torch.tensor([3])
+    as_dict = count_flops(dit, {"hidden_states": x, "timestep": t, "class_labels": y}, "todo")
+    assert count_flops(dit, (x,), "todo", kwargs={"timestep": t, "class_labels": y}) == as_dict
+    assert as_dict < count_flops(dit, (x,), kwargs={"timestep": t, "class_labels": y})
+
+
+def test_bench_cli_flops_only(tmp_path):
+    import json
+
+    from bigain.bench.cli import main, parse_setting
+
+    assert parse_setting("tome:ratio=0.5,blocks=all,use_rand=false") == (
+        "tome:ratio=0.5,blocks=all,use_rand=false",
+        "tome",
+        {"ratio": 0.5, "blocks": "all", "use_rand": False},
+    )
+    with pytest.raises(ValueError, match="key=value"):
+        parse_setting("tome:0.5")
+    out = tmp_path / "bench.json"
+    assert main(["--model", "dit-xl2", "--flops-only", "--methods", "tome:ratio=0.5", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["settings"]
+    assert set(rows) == {"none", "tome:ratio=0.5"}
+    assert (
+        rows["tome:ratio=0.5"]["flops"] < rows["none"]["flops"]
+        and len(rows["tome:ratio=0.5"]["sublayers"]) == 10
+    )

@@ -42,36 +42,44 @@ def explicit_attention(model: nn.Module) -> Iterator[int]:
             m.set_processor(proc)
 
 
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Call with a dict, a tuple/list (positional) or a single tensor.
+def call_model(model: nn.Module, inputs: Any, kwargs: dict[str, Any] | None = None) -> Any:
+    """Call with a dict, a tuple/list (positional) or a single tensor, plus optional extra keywords.
 
     A dict's first entry (the latent) is passed positionally, the rest as keywords: tomesd's hook
     reads the latent size from the first positional argument.
     """
+    kwargs = kwargs or {}
     if isinstance(inputs, dict):
         items = list(inputs.items())
-        return model(items[0][1], **dict(items[1:]))
+        return model(items[0][1], **dict(items[1:]), **kwargs)
     if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
+        return model(*inputs, **kwargs)
+    return model(inputs, **kwargs)
 
 
 def count_flops(
-    model: nn.Module, inputs: Any, method: str | None = None, *, explicit: bool = True, **options: Any
+    model: nn.Module,
+    inputs: Any,
+    method: str | None = None,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    explicit: bool = True,
+    **options: Any,
 ) -> int:
     """FLOPs of one forward of `model` on `inputs`, optionally patched with `method` (bigain name or
     "tomesd") and its options. The model is left as it was.
 
+    `inputs` as in `call_model`; `kwargs` are extra keyword inputs (e.g. class labels).
     explicit=True (default) counts attention through diffusers' `AttnProcessor`, since SDPA is not
     counted on CPU; the patch is applied first, so the methods' hooks see the same modules.
     """
     if _on_meta(model) and method not in (None, "none", TOMESD):
-        method, options = _meta_config(method, options, inputs), {}
+        method, options = _meta_config(method, options, inputs, kwargs), {}
     attention = explicit_attention(model) if explicit else contextlib.nullcontext()
     with torch.no_grad(), patched(model, method, **options), attention, _inputs_to_meta(model):
         counter = FlopCounterMode(display=False)
         with counter:
-            call_model(model, inputs)
+            call_model(model, inputs, kwargs)
     return int(counter.get_total_flops())
 
 
@@ -80,7 +88,9 @@ def _on_meta(model: nn.Module) -> bool:
     return param is not None and param.device.type == "meta"
 
 
-def _timestep(inputs: Any) -> torch.Tensor | None:
+def _timestep(inputs: Any, kwargs: dict[str, Any] | None = None) -> torch.Tensor | None:
+    if kwargs and kwargs.get("timestep") is not None:
+        return torch.as_tensor(kwargs["timestep"])
     if isinstance(inputs, dict):
         t = inputs.get("timestep")
     elif isinstance(inputs, (tuple, list)) and len(inputs) > 1:
@@ -90,14 +100,16 @@ def _timestep(inputs: Any) -> torch.Tensor | None:
     return None if t is None else torch.as_tensor(t)
 
 
-def _meta_config(method: Any, options: dict[str, Any], inputs: Any) -> MethodConfig | None:
+def _meta_config(
+    method: Any, options: dict[str, Any], inputs: Any, kwargs: dict[str, Any] | None = None
+) -> MethodConfig | None:
     """KV methods decide on the host whether they are off (all timesteps <= stop_t), which a meta
     timestep cannot answer: decide here from the CPU timestep instead (same FLOPs either way)."""
     cfg = make_config(method, **options)
     stop = getattr(cfg, "stop_t", None)
     if cfg.kind != "kv" or stop is None:
         return cfg
-    t = _timestep(inputs)
+    t = _timestep(inputs, kwargs)
     if t is not None and t.device.type != "meta" and bool((t <= stop).all()):
         return None  # the operator is off at this timestep: the forward is the baseline's
     return dataclasses.replace(cfg, stop_t=None)

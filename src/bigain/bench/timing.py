@@ -57,13 +57,18 @@ class Timing:
         }
 
 
-def time_once(model: nn.Module, inputs: Any, sync: Callable[[], None] | None = None) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one no-grad forward."""
+def time_once(
+    model: nn.Module,
+    inputs: Any,
+    sync: Callable[[], None] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one no-grad forward (`inputs`, `kwargs` as in `call_model`)."""
     sync = sync or _sync_fn(model_device(model))
     with torch.no_grad():
         sync()
         c0, t0 = time.process_time(), time.perf_counter()
-        call_model(model, inputs)
+        call_model(model, inputs, kwargs)
         sync()
         return time.perf_counter() - t0, time.process_time() - c0
 
@@ -75,15 +80,16 @@ def time_forward(
     *,
     repeats: int = 3,
     warmup: int = 1,
+    kwargs: dict[str, Any] | None = None,
     **options: Any,
 ) -> Timing:
     """Time `repeats` forwards of `model` (optionally patched with a bigain method or "tomesd")."""
     out = Timing()
     with patched(model, method, **options):
         for _ in range(warmup):
-            time_once(model, inputs)
+            time_once(model, inputs, kwargs=kwargs)
         for _ in range(repeats):
-            w, c = time_once(model, inputs)
+            w, c = time_once(model, inputs, kwargs=kwargs)
             out.wall.append(w)
             out.cpu.append(c)
     return out
@@ -177,6 +183,7 @@ def sublayer_share(
     *,
     repeats: int = 1,
     warmup: int = 0,
+    kwargs: dict[str, Any] | None = None,
     **options: Any,
 ) -> Share:
     """Share of an *uncompressed* forward spent in `sublayers`, or in those `method` (with
@@ -194,11 +201,11 @@ def sublayer_share(
     share = Share(list(sublayers), [], [])
     with torch.no_grad():
         for _ in range(warmup):
-            call_model(model, inputs)
+            call_model(model, inputs, kwargs)
         with SublayerTimer(model, sublayers) as timer:
             for _ in range(repeats):
                 timer.reset()
-                wall, _ = time_once(model, inputs)
+                wall, _ = time_once(model, inputs, kwargs=kwargs)
                 share.forward_s.append(wall)
                 share.shares.append(timer.total() / wall)
     return share
