@@ -7,8 +7,9 @@ and latent text-conditional pipelines (SD) are handled by the same code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

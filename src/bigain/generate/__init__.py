@@ -1,0 +1,22 @@
+"""Sampling with any bigain method: class-conditional bundles (embedded models, DiT) and diffusers pipelines."""
+
+from .io import make_grid, save_images, to_uint8_image
+from .pipeline import pipeline_defaults, run_pipeline
+from .run import balanced_labels, generate_run, generation_options, read_png
+from .sampler import SAMPLERS, SamplerConfig, make_scheduler, sample
+
+__all__ = [
+    "SAMPLERS",
+    "SamplerConfig",
+    "balanced_labels",
+    "generate_run",
+    "generation_options",
+    "make_grid",
+    "make_scheduler",
+    "pipeline_defaults",
+    "read_png",
+    "run_pipeline",
+    "sample",
+    "save_images",
+    "to_uint8_image",
+]

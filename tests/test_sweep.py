@@ -1,0 +1,111 @@
+"""`bigain sweep` and `bigain demo` end to end on a tiny saved model, plus their pure helpers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bigain import models
+from bigain.models import fashion
+from bigain.sweep import Setting, default_settings, main, pareto_front, run_sweep, sweep_jobs
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny fashion-dit (random weights) saved in the registry's folder format."""
+    torch.manual_seed(0)
+    mods = fashion.build("fashion-dit", tiny=True)
+    for m in mods.values():
+        m.eval()
+    folder = tmp_path_factory.mktemp("tiny-fashion-dit")
+    models.save_folder(folder, mods, {"class_names": [f"c{i}" for i in range(10)]}, dtype=torch.float32)
+    return folder
+
+
+def test_default_grid_and_worker_split():
+    s = default_settings()
+    labels = [x.label for x in s]
+    assert labels[0] == "none" and len(set(labels)) == len(labels)
+    for m in ("tome", "bigain-tm", "sito"):
+        assert {f"{m}-r0.5", f"{m}-r0.7"} <= set(labels)
+    for m in ("todo", "bigain-td"):
+        assert {f"{m}-s2", f"{m}-s4"} <= set(labels)
+    jobs = sweep_jobs(s, ("classify", "generate"))
+    # per-call settings are classifier-only; every other setting has both phases
+    assert len(jobs) == 2 * len(s) - sum(x.pattern == "per-call" for x in s)
+    shares = [sweep_jobs(s, ("classify", "generate"))[i::3] for i in range(3)]
+    flat = [(p, x.label) for share in shares for p, x in share]
+    assert sorted(flat) == sorted((p, x.label) for p, x in jobs) and len(set(flat)) == len(flat)
+
+
+def test_pareto_front_brute_force():
+    g = torch.Generator().manual_seed(0)
+    pts = [tuple(v) for v in torch.rand(40, 2, generator=g).tolist()]
+    for maximize in (True, False):
+        want = []
+        for i, (x, y) in enumerate(pts):
+            better = [
+                j
+                for j, (x2, y2) in enumerate(pts)
+                if j != i and x2 >= x and ((y2 >= y) if maximize else (y2 <= y))
+            ]
+            if not better:
+                want.append(i)
+        assert pareto_front(pts, maximize) == want
+
+
+def test_tiny_sweep_end_to_end(tiny_folder, tmp_path):
+    settings = [Setting("none", "none")] + [
+        Setting(f"{m}-r0.5", m, {"ratio": 0.5}) for m in ("tome", "bigain-tm")
+    ]
+    out = tmp_path / "sweep"
+    kw = dict(
+        images=2, gen=3, settings=settings, batch_size=32, gen_batch=3, steps=2, progress=False, speed_batch=4
+    )
+    rep = run_sweep(str(tiny_folder), str(out), **kw)
+    for f in ("report.md", "summary.json", "speed.json", "accuracy_vs_speedup.png", "fid_vs_speedup.png"):
+        assert (out / f).is_file(), f
+    rows = {r["setting"]: r for r in rep["rows"]}
+    assert set(rows) == {"none", "tome-r0.5", "bigain-tm-r0.5"}
+    for r in rows.values():
+        assert r["images"] == 2 and 0 <= r["accuracy"] <= 1
+        assert r["generation"]["n"] == 3 and r["generation"]["complete"]
+        assert r["generation"]["fashion_fid"] >= 0 and r["speedup"] > 0
+        assert r["gflops"] > 0
+    assert rows["none"]["speedup"] == 1.0 and rows["tome-r0.5"]["flops_reduction"] > 0
+    (pair,) = rep["mcnemar"]
+    assert (pair["candidate"], pair["baseline"], pair["n"]) == ("bigain-tm-r0.5", "tome-r0.5", 2)
+    report = (out / "report.md").read_text()
+    assert "bigain-tm-r0.5" in report and "McNemar" in report
+    # rerunning resumes: nothing is scored or generated twice
+    lines = (out / "classify" / "tome-r0.5" / "results.jsonl").read_text().splitlines()
+    manifest = (out / "generate" / "tome-r0.5" / "manifest.jsonl").read_text()
+    rep2 = run_sweep(str(tiny_folder), str(out), **{**kw, "phases": ("classify", "generate", "report")})
+    assert (out / "classify" / "tome-r0.5" / "results.jsonl").read_text().splitlines() == lines
+    assert (out / "generate" / "tome-r0.5" / "manifest.jsonl").read_text() == manifest
+    assert [r["accuracy"] for r in rep2["rows"]] == [r["accuracy"] for r in rep["rows"]]
+    assert json.loads((out / "summary.json").read_text())["rows"][0]["setting"] == "none"
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    for argv in (["--phases", "classify,bogus"], ["--worker", "3/2"], ["--methods", "nothing-like-this"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "error" in capsys.readouterr().err
+
+
+def test_demo_on_a_tiny_budget(tiny_folder, tmp_path):
+    from bigain.demo import DEMO_METHODS, run_demo
+
+    out = tmp_path / "demo"
+    res = run_demo(
+        str(out), str(tiny_folder), images=2, gen_per_method=2, gen_steps=2, batch_size=32, progress=False
+    )
+    assert [r["setting"] for r in res["rows"]] == [label for label, _, _ in DEMO_METHODS]
+    for f in ("demo.md", "demo.json", "speed_accuracy.png"):
+        assert (out / f).is_file(), f
+    for r in res["rows"]:
+        assert (out / r["grid"]).is_file() and r["speedup"] > 0 and 0 <= r["accuracy"] <= 1
+    assert res["rows"][0]["speedup"] == 1.0
