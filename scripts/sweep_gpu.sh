@@ -56,7 +56,7 @@ done
 wait "${pids[@]}"
 echo "workers done after ${SECONDS}s"
 for m in $MODELS; do  # speed (interleaved, this device) and the report, one model at a time
-  $PY -m bigain.cli sweep $(common "$m") --phases speed,report > "$RUNS/$m.report.log" 2>&1
+  timeout -s KILL "${REPORT_SECONDS:-150}" $PY -m bigain.cli sweep $(common "$m") --phases speed,report > "$RUNS/$m.report.log" 2>&1
   echo "$m report exited with $?"
   cat "$RUNS/$m/report.md" 2>/dev/null
   (cd "$RUNS" && tar czf "$OUTDIR/$m.tgz" --exclude='images' "$m" $m.*.log)
