@@ -16,10 +16,10 @@ def _demo(argv: Sequence[str]) -> int:
     p.add_argument("--out", default="runs/demo", help="run folder (rerun to resume)")
     p.add_argument("--model", default="builtin:fashion-dit")
     p.add_argument(
-        "--images", type=int, default=50, help="test images to classify per method (balanced over classes)"
+        "--images", type=int, default=10, help="test images to classify per method (balanced over classes)"
     )
-    p.add_argument("--gen", type=int, default=20, help="samples to generate per method")
-    p.add_argument("--gen-steps", type=int, default=25)
+    p.add_argument("--gen", type=int, default=10, help="samples to generate per method")
+    p.add_argument("--gen-steps", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=125)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     a = p.parse_args(argv)

@@ -300,8 +300,8 @@ def _generation_metrics(folder: Path, cnn: Any, ref_stats: Any) -> dict[str, Any
     cache = folder / "metrics.json"
     if cache.is_file():
         got = json.loads(cache.read_text())
-        if got.get("n") == len(recs) or (got.get("complete") and not recs):
-            return got  # samples may have been left behind (copied back without PNGs)
+        if got.get("n") == len(recs) or not recs:
+            return got  # not recs: a run folder copied back without its PNGs keeps its scores
     if len(recs) < 2:
         return {"complete": False, "n": len(recs)}
     order = sorted(recs)
