@@ -109,3 +109,30 @@ def test_demo_on_a_tiny_budget(tiny_folder, tmp_path):
     for r in res["rows"]:
         assert (out / r["grid"]).is_file() and r["speedup"] > 0 and 0 <= r["accuracy"] <= 1
     assert res["rows"][0]["speedup"] == 1.0
+
+
+def test_cli_verbs(tiny_folder, tmp_path, capsys):
+    from bigain.cli import main as cli
+
+    assert cli(["no-such-verb"]) == 2
+    assert cli(["methods"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("none", "tome", "bigain-tm", "todo", "bigain-td", "sito"):
+        assert f"{name}:" in printed
+    out = tmp_path / "gen"
+    argv = [
+        "generate",
+        "--model",
+        str(tiny_folder),
+        "--method",
+        "bigain-td",
+        "--option",
+        "downsample_factor=2",
+    ]
+    assert cli([*argv, "--num", "3", "--steps", "2", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["options"] == {
+        "downsample_factor": 2,
+        "alpha_schedule": [0.8, 1.2],
+    }  # the paper's generation default
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 3 and (out / "grid.png").is_file()

@@ -95,20 +95,14 @@ def _methods(argv: Sequence[str]) -> int:
 
 
 def _bench(argv: Sequence[str]) -> int:
-    try:
-        from .bench.cli import main
-    except ImportError:
-        print("bigain bench: not available in this version", file=sys.stderr)
-        return 2
+    from .bench.cli import main
+
     return main(list(argv))
 
 
 def _sweep(argv: Sequence[str]) -> int:
-    try:
-        from .sweep import main
-    except ImportError:
-        print("bigain sweep: not available in this version", file=sys.stderr)
-        return 2
+    from .sweep import main
+
     return main(list(argv))
 
 

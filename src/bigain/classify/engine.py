@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..ops.keyed import mix_keys, row_keys
 from .schedule import Stage, adaptive_plan, num_slots
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
     "row_keys",
 ]
 
-_MASK64 = (1 << 64) - 1
+
 _LOSSES = ("l2", "l1", "huber")
 _PATTERNS = ("per-sample", "per-call")
 _DTYPES = {
@@ -58,32 +59,12 @@ _DTYPES = {
 # --------------------------------------------------------------------------------------------
 # keys and noise
 # --------------------------------------------------------------------------------------------
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def mix_keys(*parts: int) -> int:
-    """A 63-bit non-negative hash of a sequence of integers (stable across runs and machines)."""
-    h = 0x243F6A8885A308D3
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h & ((1 << 63) - 1)
-
-
 def image_key_from_id(image_id: str | int) -> int:
     """A stable 63-bit key for an image id (its dataset-relative path or name)."""
     if isinstance(image_id, int):
         return mix_keys(image_id)
     digest = hashlib.blake2b(str(image_id).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def row_keys(image_keys: Sequence[int], slots: Sequence[int]) -> torch.Tensor:
-    """The per-row sampling keys: a hash of (image key, noise slot); class is not part of it."""
-    return torch.tensor([mix_keys(k, s) for k, s in zip(image_keys, slots)], dtype=torch.int64)
 
 
 def draw_noise(shape: tuple[int, int, int], n: int, seed: int, image_key: int) -> torch.Tensor:

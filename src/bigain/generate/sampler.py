@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 import bigain
 
-from ..classify.engine import mix_keys, row_keys
 from ..models.bundle import DiffusionBundle
+from ..ops.keyed import mix_keys, row_keys
 
 SAMPLERS = ("ddim", "dpm", "euler", "ddpm")
 

@@ -10,6 +10,7 @@ int64 overflow occurs (32-bit multiplies are split into 16-bit halves).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -53,3 +54,27 @@ def keyed_normal(keys: torch.Tensor, salt: int, count: int) -> torch.Tensor:
     u = ((bits >> 8).to(torch.float32) + 0.5) / float(1 << 24)  # (0, 1)
     u1, u2 = u[:, :count], u[:, count:]
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+
+
+# Host-side keys (plain Python ints) that callers hand to `bigain.sample_keys`.
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def mix_keys(*parts: int) -> int:
+    """A 63-bit non-negative hash of a sequence of integers (stable across runs and machines)."""
+    h = 0x243F6A8885A308D3
+    for p in parts:
+        h = _splitmix64(h ^ (int(p) & _MASK64))
+    return h & ((1 << 63) - 1)
+
+
+def row_keys(image_keys: Sequence[int], slots: Sequence[int]) -> torch.Tensor:
+    """The per-row sampling keys: a hash of (image key, noise slot); class is not part of it."""
+    return torch.tensor([mix_keys(k, s) for k, s in zip(image_keys, slots)], dtype=torch.int64)
