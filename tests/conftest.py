@@ -56,6 +56,15 @@ def make_tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (restored afterwards)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def tiny_unet() -> UNet2DConditionModel:
     return make_tiny_unet()
 

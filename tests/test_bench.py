@@ -25,14 +25,8 @@ from bigain.bench.profile import PARTS, BlockProfiler
 from bigain.patching import is_patched
 from conftest import make_tiny_dit, make_tiny_unet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny forwards are dominated by thread synchronisation on a busy machine: run them on one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny forwards are dominated by thread synchronisation on a busy machine: one thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 LEVEL1 = [

@@ -25,12 +25,8 @@ from bigain.models.bundle import DiffusionBundle
 FAST = {"n_samples": (2, 4), "to_keep": (3, 1)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny forwards are dominated by thread synchronisation on a busy machine: one thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

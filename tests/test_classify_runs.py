@@ -23,12 +23,8 @@ ROOT = HERE.parent
 RUN = {"n_samples": (2, 4), "to_keep": (2, 1), "batch_size": 8, "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny forwards are dominated by thread synchronisation on a busy machine: one thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_data(n: int = 10) -> TensorDataset:

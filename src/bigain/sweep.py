@@ -249,18 +249,10 @@ def record_speed(
 
 
 def _cpu_name() -> str:
-    import os
-    import platform
+    from .bench.timing import machine_info
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
+    info = machine_info()
+    return f"{info['cpu']}, {info['cpu_count']} cores"
 
 
 def _records(folder: Path) -> dict[str, bool]:

@@ -18,24 +18,13 @@ from typing import Any
 
 import torch
 
+from ..methods import parse_option_value
 from .flops import count_flops
 from .models import MODELS, build_model, example_inputs
 from .patch import compressed_sublayers, patched
 from .timing import machine_info, sublayer_share, time_once
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _value(v: str) -> Any:
-    low = v.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
 
 
 def parse_setting(text: str) -> tuple[str, str, dict[str, Any]]:
@@ -46,7 +35,7 @@ def parse_setting(text: str) -> tuple[str, str, dict[str, Any]]:
         key, eq, val = item.partition("=")
         if not eq:
             raise ValueError(f"bad option {item!r} in {text!r}: expected key=value")
-        opts[key.strip()] = _value(val.strip())
+        opts[key.strip()] = parse_option_value(val)
     return text, name.strip(), opts
 
 

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..methods import parse_option_value
+
 __all__ = ["build_parser", "cli_main", "load_model_for", "parse_option"]
 
 
@@ -21,25 +23,7 @@ def parse_option(text: str) -> tuple[str, Any]:
     key = key.strip().replace("-", "_")
     if not key:
         raise argparse.ArgumentTypeError(f"--option {text!r}: empty key")
-    return key, _value(value.strip())
-
-
-def _value(v: str) -> Any:
-    low = v.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    if "," in v:
-        return [_value(x.strip()) for x in v.split(",") if x.strip()]
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
+    return key, parse_option_value(value)
 
 
 def _shard(text: str) -> tuple[int, int]:
