@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,3 +96,47 @@ def test_run_resumes_after_a_kill(bundle, tmp_path):
     assert torch.equal(read_png(part / recs[0]["file"]), full[recs[0]["index"]])
     with pytest.raises(ValueError, match="another configuration"):
         generate_run(bundle, part, labels, "tome", {"ratio": 0.7}, cfg, progress=False)
+
+
+def test_run_pipeline_on_a_dit_pipeline():
+    """run_pipeline applies the method around the user's own pipeline, with the paper's DiT defaults."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
+
+    from bigain.generate import pipeline_defaults, run_pipeline
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    ).eval()
+    dit = DiTTransformer2DModel(  # DiTPipeline's null class is 1000, as in DiT-XL/2
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        sample_size=16,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+    ).eval()
+    pipe = DiTPipeline(transformer=dit, vae=vae, scheduler=DDPMScheduler())
+    assert pipeline_defaults(pipe) == {"num_inference_steps": 50, "guidance_scale": 4.0, "scheduler": "ddim"}
+    base = run_pipeline(pipe, [1, 2], "none", num_inference_steps=2, output_type="np")
+    assert isinstance(pipe.scheduler, DDIMScheduler) and not bigain.is_patched(pipe.transformer)
+    direct = pipe(
+        class_labels=[1, 2],
+        generator=torch.Generator().manual_seed(0),
+        num_inference_steps=2,
+        guidance_scale=4.0,
+        output_type="np",
+    ).images
+    base = np.stack(base)
+    assert base.shape[0] == 2 and np.array_equal(base, direct)
+    merged = run_pipeline(pipe, [1, 2], "tome", {"ratio": 0.5}, num_inference_steps=2, output_type="np")
+    assert not bigain.is_patched(pipe.transformer) and not np.array_equal(np.stack(merged), base)
