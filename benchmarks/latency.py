@@ -48,8 +48,8 @@ from bigain.bench import (  # noqa: E402
 )
 from bigain.bench.profile import PARTS, BlockProfiler  # noqa: E402
 from bigain.patching import inspect_model  # noqa: E402
+from bigain.precision import DTYPES  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_SIZES = {"sd2": 512, "dit-xl2": 256}
 MERGE_METHODS = ("tome", "bigain-tm", "sito", "tomesd")
 KV_METHODS = ("todo", "bigain-td")

@@ -60,6 +60,9 @@ def interleaved_speed(
     """Median denoiser forward time per setting, round-robin in one process (side by side)."""
     import bigain
 
+    from .bench.timing import sync_fn
+    from .precision import autocast
+
     device = next(bundle.denoiser.parameters()).device
     c, h, w = bundle.sample_shape
     g = torch.Generator().manual_seed(0)
@@ -67,11 +70,8 @@ def interleaved_speed(
     t = torch.randint(25, 975, (batch_size,), generator=g).to(device)
     y = torch.randint(0, bundle.num_classes, (batch_size,), generator=g).to(device)
     times: dict[str, list[float]] = {s.label: [] for s in settings}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    ac = torch.autocast(
-        device.type, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16, enabled=dtype != "fp32"
-    )
-    with torch.no_grad(), ac:
+    sync = sync_fn(device)
+    with torch.no_grad(), autocast(device, dtype):
         for r in range(repeats + 1):
             for s in settings:
                 with bigain.compressed(bundle, s.method, **s.options):
@@ -88,10 +88,8 @@ def interleaved_speed(
 
 
 def _flops(bundle: Any, settings: list[Setting]) -> dict[str, float | None]:
-    try:
-        from .bench import count_flops
-    except ImportError:
-        return {s.label: None for s in settings}
+    from .bench import count_flops
+
     device = next(bundle.denoiser.parameters()).device
     c, h, w = bundle.sample_shape
     x = torch.randn(1, c, h, w, device=device)

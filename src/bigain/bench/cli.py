@@ -19,12 +19,11 @@ from typing import Any
 import torch
 
 from ..methods import parse_option_value
+from ..precision import DTYPES
 from .flops import count_flops
 from .models import MODELS, build_model, example_inputs
 from .patch import compressed_sublayers, patched
 from .timing import machine_info, sublayer_share, time_once
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_setting(text: str) -> tuple[str, str, dict[str, Any]]:

@@ -22,7 +22,8 @@ from .flops import call_model
 from .patch import compressed_sublayers, patched
 
 
-def _sync_fn(device: torch.device | None) -> Callable[[], None]:
+def sync_fn(device: torch.device | None) -> Callable[[], None]:
+    """A no-argument function that waits for `device`'s queued work (a no-op off CUDA)."""
     if device is not None and device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
@@ -64,7 +65,7 @@ def time_once(
     kwargs: dict[str, Any] | None = None,
 ) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of one no-grad forward (`inputs`, `kwargs` as in `call_model`)."""
-    sync = sync or _sync_fn(model_device(model))
+    sync = sync or sync_fn(model_device(model))
     with torch.no_grad():
         sync()
         c0, t0 = time.process_time(), time.perf_counter()
@@ -110,7 +111,7 @@ class SublayerTimer:
         self.calls: dict[str, int] = dict.fromkeys(self.names, 0)
         self._start: dict[str, float] = {}
         self._handles: list[Any] = []
-        self._sync = _sync_fn(model_device(model))
+        self._sync = sync_fn(model_device(model))
 
     def reset(self) -> None:
         self.times = dict.fromkeys(self.names, 0.0)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops.keyed import mix_keys, row_keys
+from ..precision import autocast, resolve_dtype
 from .schedule import Stage, adaptive_plan, num_slots
 
 __all__ = [
@@ -46,14 +47,6 @@ __all__ = [
 
 _LOSSES = ("l2", "l1", "huber")
 _PATTERNS = ("per-sample", "per-call")
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,18 +70,6 @@ def draw_noise(shape: tuple[int, int, int], n: int, seed: int, image_key: int) -
 # --------------------------------------------------------------------------------------------
 # helpers shared by the engine and the reference loop
 # --------------------------------------------------------------------------------------------
-def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype={dtype}: allowed are fp32, bf16, fp16")
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r}: allowed are fp32, bf16, fp16")
-    return _DTYPES[dtype]
-
-
 def _check_loss(loss: str) -> str:
     if loss not in _LOSSES:
         raise ValueError(f"loss={loss!r}: allowed are {', '.join(_LOSSES)}")
@@ -131,12 +112,6 @@ def _param_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dt
     for p in module.parameters():
         return p.device, p.dtype
     return torch.device("cpu"), torch.float32
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _sample_keys_context(bundle: Any, keys: torch.Tensor | None, pattern: str):
@@ -279,7 +254,7 @@ class DiffusionClassifier:
         self.to_keep = tuple(int(k) for k in to_keep)
         self.loss = _check_loss(loss)
         self.batch_size = int(batch_size)
-        self.dtype = _resolve_dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         self.seed = int(seed)
         self.pattern = _check_pattern(pattern)
         self.n_trials = int(n_trials)
@@ -379,7 +354,7 @@ class DiffusionClassifier:
             sl = slice(lo, lo + self.batch_size)
             eps = noise[img_d[sl], slot_d[sl]]
             x_t = _noised(x0s[img_d[sl]], eps, sa_d[sl], sb_d[sl])
-            with _sample_keys_context(self.bundle, keys_all[sl], self.pattern), _autocast(device, self.dtype):
+            with _sample_keys_context(self.bundle, keys_all[sl], self.pattern), autocast(device, self.dtype):
                 eps_hat = self.bundle.predict_eps(x_t.to(param_dtype), t_d[sl], labels_d[sl])
             errors.append(_row_errors(eps_hat, eps, self.loss))
             if self.progress is not None:
@@ -409,7 +384,7 @@ def reference_classify(
     start = time.perf_counter()
     _check_loss(loss)
     _check_pattern(pattern)
-    amp = _resolve_dtype(dtype)
+    amp = resolve_dtype(dtype)
     classes = list(range(bundle.num_classes)) if classes is None else [int(c) for c in classes]
     plan = adaptive_plan(bundle.num_train_timesteps, tuple(n_samples), tuple(to_keep), n_trials)
     device, param_dtype = _param_device_dtype(_denoiser_of(bundle))
@@ -428,7 +403,7 @@ def reference_classify(
                 x_t = _noised(x0.unsqueeze(0), eps, sa, sb)
                 keys = row_keys([image_key], [slot]).to(device)
                 label = torch.tensor([classes[c]], dtype=torch.long, device=device)
-                with _sample_keys_context(bundle, keys, pattern), _autocast(device, amp):
+                with _sample_keys_context(bundle, keys, pattern), autocast(device, amp):
                     eps_hat = bundle.predict_eps(x_t.to(param_dtype), tt.to(device), label)
                 err[c, slot] = float(_row_errors(eps_hat, eps, loss)[0])
         means = {}

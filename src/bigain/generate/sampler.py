@@ -17,6 +17,7 @@ import bigain
 
 from ..models.bundle import DiffusionBundle
 from ..ops.keyed import mix_keys, row_keys
+from ..precision import autocast, resolve_dtype
 
 SAMPLERS = ("ddim", "dpm", "euler", "ddpm")
 
@@ -43,6 +44,7 @@ class SamplerConfig:
             raise ValueError(f"option steps={self.steps!r} is out of range: expected 1..1000")
         if self.guidance < 0:
             raise ValueError(f"option guidance={self.guidance!r} is out of range: expected >= 0")
+        resolve_dtype(self.dtype)  # raises ValueError for an unknown precision name
         if self.batch_size < 1:
             raise ValueError(f"option batch_size={self.batch_size!r} is out of range: expected >= 1")
 
@@ -62,12 +64,6 @@ def make_scheduler(bundle: DiffusionBundle, sampler: str):
     if sampler == "euler":
         return EulerDiscreteScheduler(**common, timestep_spacing="linspace")
     return DDPMScheduler(**common, clip_sample=False)
-
-
-def _autocast(dtype: str, device: torch.device):
-    if dtype == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
 
 
 def initial_noise(shape: tuple[int, ...], seed: int, indices: list[int]) -> torch.Tensor:
@@ -111,7 +107,7 @@ def sample(
             keys = row_keys([mix_keys(cfg.seed, i) for i in idx], [j] * len(idx)) if cfg.keyed else None
             if keys is not None and use_cfg:
                 keys = torch.cat([keys, keys])  # an image's conditional and null rows share their draw
-            with _autocast(cfg.dtype, device), bigain.sample_keys(bundle.denoiser, keys):
+            with autocast(device, cfg.dtype), bigain.sample_keys(bundle.denoiser, keys):
                 if use_cfg:
                     null = torch.full_like(y, bundle.null_class)
                     eps = bundle.predict_eps(
