@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import json
 import shutil
 from pathlib import Path
+
+from bigain.classify import load_results
 
 
 def export(src: Path, dst: Path) -> None:
@@ -32,16 +33,9 @@ def export(src: Path, dst: Path) -> None:
             shutil.copy2(src / name, dst / name)
     rows = []
     for folder in sorted((src / "classify").glob("*")) + [src / "classify-rest"]:
-        seen = set()
-        for f in sorted(folder.glob("results*.jsonl")):
-            for line in f.read_text().splitlines():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if "prediction" in r and r.get("error") is None and str(r["id"]) not in seen:
-                    seen.add(str(r["id"]))
-                    rows.append((folder.name, r["id"], r["label"], r["prediction"]))
+        for r in load_results(folder).values():
+            if "prediction" in r and r.get("error") is None:
+                rows.append((folder.name, r["id"], r["label"], r["prediction"]))
         if (folder / "summary.json").is_file():
             (dst / "classify").mkdir(exist_ok=True)
             shutil.copy2(folder / "summary.json", dst / "classify" / f"{folder.name}.json")

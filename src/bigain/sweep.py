@@ -254,15 +254,14 @@ def _cpu_name() -> str:
 
 
 def _records(folder: Path) -> dict[str, bool]:
-    from .classify.runner import read_records
+    """Image id -> correct, for every scored image of a classification run folder."""
+    from .classify.runner import load_results
 
-    got: dict[str, bool] = {}
-    for f in sorted(folder.glob("results*.jsonl")):
-        recs, _, _ = read_records(f)
-        for r in recs:
-            if "prediction" in r and r.get("error") is None:
-                got[str(r["id"])] = bool(r["prediction"] == r["label"])
-    return got
+    return {
+        i: bool(r["prediction"] == r["label"])
+        for i, r in load_results(folder).items()
+        if "prediction" in r and r.get("error") is None
+    }
 
 
 def _generation_metrics(folder: Path, cnn: Any, ref_stats: Any) -> dict[str, Any] | None:
@@ -270,7 +269,7 @@ def _generation_metrics(folder: Path, cnn: Any, ref_stats: Any) -> dict[str, Any
 
     A partial run (deadline, kill) is scored on the samples it has, with ``complete`` false.
     """
-    from .generate import read_png
+    from .generate import read_manifest, read_png
     from .metrics import classifier_accuracy
     from .metrics.fashion import CNNFeatureExtractor
     from .metrics.fid import FeatureStats, fid_from_features
@@ -278,14 +277,7 @@ def _generation_metrics(folder: Path, cnn: Any, ref_stats: Any) -> dict[str, Any
     manifest = folder / "manifest.jsonl"
     if not manifest.is_file():
         return None
-    recs = {}
-    for line in manifest.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if (folder / r["file"]).is_file():
-            recs[int(r["index"])] = r
+    recs = {i: r for i, r in read_manifest(manifest).items() if (folder / r["file"]).is_file()}
     expected = json.loads((folder / "config.json").read_text())["num_images"]
     cache = folder / "metrics.json"
     if cache.is_file():

@@ -12,7 +12,7 @@ from .cli import cli_main
 from .datasets import load_dataset
 from .engine import ClassifyResult, DiffusionClassifier, StageErrors, image_key_from_id, reference_classify
 from .pipeline import bundle_from_pipeline, prepare_x0
-from .runner import ConfigMismatchError, merge_results, read_records, run_classification
+from .runner import ConfigMismatchError, load_results, merge_results, read_records, run_classification
 from .schedule import adaptive_plan, calls_per_image, stage_timesteps, timestep_grid
 from .summary import average_precision, recall_at_k, summarize
 
@@ -28,6 +28,7 @@ __all__ = [
     "cli_main",
     "image_key_from_id",
     "load_dataset",
+    "load_results",
     "merge_results",
     "prepare_x0",
     "read_records",

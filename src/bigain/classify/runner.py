@@ -34,7 +34,7 @@ from .pipeline import attach_vae, pixels_to_x0, to_pixels
 from .schedule import calls_per_image
 from .summary import summarize, summary_markdown
 
-__all__ = ["ConfigMismatchError", "merge_results", "read_records", "run_classification"]
+__all__ = ["ConfigMismatchError", "load_results", "merge_results", "read_records", "run_classification"]
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"
@@ -107,7 +107,9 @@ def _result_files(out: Path) -> list[Path]:
     return sorted(p for p in out.glob("results*.jsonl") if p.is_file())
 
 
-def _load_all(out: Path) -> dict[str, dict[str, Any]]:
+def load_results(out: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Every record of a run folder (all shards' result files) by image id, first one kept."""
+    out = Path(out)
     by_id: dict[str, dict[str, Any]] = {}
     for p in _result_files(out):
         try:
@@ -263,7 +265,7 @@ def merge_results(
                     f"{out}: another process is writing {RESULTS_FILE}; not merging now", stacklevel=2
                 )
                 return None
-            records = sorted(_load_all(out).values(), key=lambda r: r["index"])
+            records = sorted(load_results(out).values(), key=lambda r: r["index"])
             text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
             _atomic_write(out / RESULTS_FILE, text)
         for p in _result_files(out):
@@ -413,7 +415,7 @@ def run_classification(
         _barrier(world)
 
         mine = list(range(total))[i_shard::n_shard][rank::world]
-        done = set(_load_all(out))
+        done = set(load_results(out))
         todo = [i for i in mine if str(dataset[i].id) not in done]
         results_name = _results_name((i_shard, n_shard), rank, world)
         rows_per_image = config["calls_per_image"]

@@ -2,7 +2,7 @@
 
 from .io import make_grid, save_images, to_uint8_image
 from .pipeline import pipeline_defaults, run_pipeline
-from .run import balanced_labels, generate_run, generation_options, read_png
+from .run import balanced_labels, generate_run, generation_options, read_manifest, read_png
 from .sampler import SAMPLERS, SamplerConfig, make_scheduler, sample
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "make_grid",
     "make_scheduler",
     "pipeline_defaults",
+    "read_manifest",
     "read_png",
     "run_pipeline",
     "sample",

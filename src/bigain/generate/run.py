@@ -29,7 +29,9 @@ def balanced_labels(num_classes: int, count: int) -> list[int]:
     return [i % num_classes for i in range(count)]
 
 
-def _done(manifest: Path) -> dict[int, dict]:
+def read_manifest(manifest: str | os.PathLike) -> dict[int, dict]:
+    """A run's manifest records by image index (a missing file is an empty run)."""
+    manifest = Path(manifest)
     done: dict[int, dict] = {}
     if manifest.is_file():
         for line in manifest.read_text(encoding="utf-8").splitlines():
@@ -75,7 +77,7 @@ def generate_run(
     else:
         cfg_path.write_text(json.dumps(config, indent=2))
     manifest = out / "manifest.jsonl"
-    done = _done(manifest)
+    done = read_manifest(manifest)
     todo = [i for i in range(len(labels)) if i not in done]
     step = chunk or cfg.batch_size
     with bigain.compressed(bundle, method, **opts):
@@ -91,7 +93,7 @@ def generate_run(
             for run in runs:
                 imgs = sample(bundle, [labels[i] for i in run], cfg, progress=progress, first_index=run[0])
                 save_images(imgs, out, [{"index": i, "label": int(labels[i])} for i in run])
-    done = _done(manifest)
+    done = read_manifest(manifest)
     images = torch.stack([read_png(out / done[i]["file"]) for i in range(len(labels))])
     make_grid(images[: min(100, len(images))], nrow=10, scale=2).save(out / "grid.png")
     return images
