@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
+from diffusers import AutoencoderKL, DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
 
 
 def make_tiny_unet(seed: int = 0, cross_dim: int = 32) -> UNet2DConditionModel:
@@ -52,6 +52,21 @@ def make_tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
         caption_channels=24,
         norm_type="ada_norm_single",
         use_additional_conditions=False,
+    ).eval()
+
+
+def make_tiny_vae(sample_size: int = 16) -> AutoencoderKL:
+    """A 2-level VAE (8x less area, 4 latent channels) with random weights."""
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=sample_size,
     ).eval()
 
 

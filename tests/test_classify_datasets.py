@@ -22,6 +22,7 @@ from bigain.classify.datasets import (
 from bigain.classify.runner import _candidates
 from bigain.classify.summary import summarize
 from bigain.classify.testing import CountingBundle
+from conftest import make_tiny_vae
 
 
 def test_shipped_class_lists():
@@ -145,22 +146,6 @@ class _Tokenizer:
         return {"input_ids": torch.tensor(ids)}
 
 
-def _tiny_vae():
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=16,
-    ).eval()
-
-
 def test_bundle_from_sd_style_pipeline():
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -189,7 +174,7 @@ def test_bundle_from_sd_style_pipeline():
         )
     ).eval()
     sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-    vae = _tiny_vae()
+    vae = make_tiny_vae()
     pipe = SimpleNamespace(unet=unet, text_encoder=text, tokenizer=_Tokenizer(), vae=vae, scheduler=sched)
     prompts = ["a photo of a cat.", "a photo of a dog.", "a photo of a car."]
     bundle = bundle_from_pipeline(pipe, prompts)
@@ -226,7 +211,7 @@ def test_bundle_from_dit_pipeline_learned_sigma():
         num_embeds_ada_norm=5,
     ).eval()
     pipe = SimpleNamespace(
-        transformer=dit, vae=_tiny_vae(), scheduler=DDPMScheduler(), id2label={0: "tench", 1: "goldfish"}
+        transformer=dit, vae=make_tiny_vae(), scheduler=DDPMScheduler(), id2label={0: "tench", 1: "goldfish"}
     )
     bundle = bundle_from_pipeline(pipe)
     assert bundle.kind == "dit" and bundle.num_classes == 5 and bundle.learned_sigma

@@ -100,21 +100,12 @@ def test_run_resumes_after_a_kill(bundle, tmp_path):
 
 def test_run_pipeline_on_a_dit_pipeline():
     """run_pipeline applies the method around the user's own pipeline, with the paper's DiT defaults."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
+    from diffusers import DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
 
     from bigain.generate import pipeline_defaults, run_pipeline
+    from conftest import make_tiny_vae
 
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    ).eval()
+    vae = make_tiny_vae(sample_size=32)
     dit = DiTTransformer2DModel(  # DiTPipeline's null class is 1000, as in DiT-XL/2
         num_attention_heads=2,
         attention_head_dim=16,
