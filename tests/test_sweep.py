@@ -87,6 +87,10 @@ def test_tiny_sweep_end_to_end(tiny_folder, tmp_path):
     assert (out / "generate" / "tome-r0.5" / "manifest.jsonl").read_text() == manifest
     assert [r["accuracy"] for r in rep2["rows"]] == [r["accuracy"] for r in rep["rows"]]
     assert json.loads((out / "summary.json").read_text())["rows"][0]["setting"] == "none"
+    # a report-only run (e.g. on another machine) must not rewrite the description of the runs
+    config = (out / "sweep_config.json").read_text()
+    run_sweep(str(tiny_folder), str(out), **{**kw, "phases": ("report",), "dtype": "bf16", "steps": 7})
+    assert (out / "sweep_config.json").read_text() == config
 
 
 def test_cli_rejects_bad_arguments(capsys):

@@ -153,20 +153,21 @@ def run_sweep(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = load(model, device=device)
-    (out_dir / "sweep_config.json").write_text(
-        json.dumps(
-            {
-                "model": model,
-                "images": images,
-                "gen": gen,
-                "steps": steps,
-                "guidance": guidance,
-                "dtype": dtype,
-                "settings": [vars(s) for s in settings],
-            },
-            indent=2,
+    if {"classify", "generate"} & set(phases):  # only runs that produce results describe them
+        (out_dir / "sweep_config.json").write_text(
+            json.dumps(
+                {
+                    "model": model,
+                    "images": images,
+                    "gen": gen,
+                    "steps": steps,
+                    "guidance": guidance,
+                    "dtype": dtype,
+                    "settings": [vars(s) for s in settings],
+                },
+                indent=2,
+            )
         )
-    )
     data = FashionMNISTDataset(split="test")
     labels = balanced_labels(bundle.num_classes, gen)
     jobs = sweep_jobs(settings, phases)[worker[0] :: worker[1]]
@@ -219,12 +220,11 @@ def run_sweep(
             import traceback
 
             traceback.print_exc()
-    report: dict[str, Any] = {}
-    if "report" in phases:
-        report = build_report(out_dir, settings, _flops(bundle, timed))
+    if "report" not in phases:
+        return {"seconds": time.time() - start}
+    report = build_report(out_dir, settings, _flops(bundle, timed))
     report["seconds"] = time.time() - start
-    if "report" in phases:
-        (out_dir / "summary.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "summary.json").write_text(json.dumps(report, indent=2))
     return report
 
 
