@@ -63,11 +63,11 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = load(model)
     data = FashionMNISTDataset(split="test")
-    data.samples = [data.samples[i] for i in _fixed_sample([s.label for s in data.samples], images)]
+    subset = _fixed_sample([s.label for s in data.samples], images)
     rows = []
     for label, method, opts in DEMO_METHODS:
         if progress:
-            print(f"\n== {label}: classifying {len(data)} test images")
+            print(f"\n== {label}: classifying {len(subset)} test images")
         t0 = time.perf_counter()
         summary = run_classification(
             bundle,
@@ -80,6 +80,7 @@ def run_demo(
             progress=progress,
             model_name=model,
             data_name="builtin:fashion-mnist",
+            subset=subset,
         )
         cls_seconds = time.perf_counter() - t0
         if progress:
@@ -108,7 +109,7 @@ def run_demo(
     speed = _speed_table(bundle, speed_batch, dtype)
     for r in rows:
         r.update(speed[r["setting"]])
-    _write_outputs(out_dir, rows, model, len(data))
+    _write_outputs(out_dir, rows, model, len(subset))
     return {"rows": rows}
 
 
