@@ -1,5 +1,5 @@
 """Bundles for diffusers pipelines (SD-style text-conditional, DiT class-conditional), and the
-image → x0 preparation the classifier needs (spec §7.1)."""
+image → x0 preparation the classifier needs (torchvision's ``Resize`` + ``CenterCrop`` arithmetic)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ __all__ = [
     "pixels_to_x0",
     "prepare_x0",
     "preprocess_image",
+    "resize_crop_geometry",
     "to_pixels",
 ]
 
@@ -163,11 +164,33 @@ def bundle_from_pipeline(
 # --------------------------------------------------------------------------------------------
 # images → x0
 # --------------------------------------------------------------------------------------------
+def resize_crop_geometry(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """``(new_width, new_height, left, top)`` of torchvision's ``Resize(size)`` then ``CenterCrop(size)``.
+
+    Published diffusion-classifier numbers use these transforms, so the arithmetic is theirs to the
+    pixel: the short side becomes ``size``, the long side ``int(size * long / short)`` (truncated, not
+    rounded), and the crop offset is ``int(round((resized - size) / 2))`` with Python's round-half-even
+    (515 px → 512 crops from offset 2, not 1). Images smaller than ``size`` are scaled up the same way.
+    """
+    if width <= 0 or height <= 0 or size <= 0:
+        raise ValueError(f"resize_crop_geometry: sizes must be positive, got {width}x{height} -> {size}")
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+    left = int(round((new_w - size) / 2.0))
+    top = int(round((new_h - size) / 2.0))
+    return new_w, new_h, left, top
+
+
 def preprocess_image(image: Any, size: int, channels: int) -> torch.Tensor:
     """PIL image or float tensor in [0, 1] / [-1, 1] → (channels, size, size) in [-1, 1].
 
-    PIL: shorter side resized to ``size`` (bicubic), centre crop, ``ToTensor``, normalise 0.5/0.5
-    (spec §7.1). Tensors are taken as already in [-1, 1] and only resized if needed.
+    PIL: converted to RGB (``L`` for one channel), then torchvision's ``Resize(size, bicubic)`` +
+    ``CenterCrop(size)`` (see :func:`resize_crop_geometry`; PIL's bicubic filter is antialiased when
+    shrinking, as torchvision's PIL path is), ``ToTensor`` and ``Normalize(0.5, 0.5)``. The colour
+    conversion comes first because the reference's data sets (torchvision's ``OxfordIIITPet`` and
+    ``ImageFolder`` loaders) convert to RGB when they load a file, before any transform runs.
+    Tensors are taken as already in [-1, 1] and only resized (bicubic, to size × size) if needed.
     """
     if isinstance(image, torch.Tensor):
         x = image.float()
@@ -185,17 +208,14 @@ def preprocess_image(image: Any, size: int, channels: int) -> torch.Tensor:
                 x[None], size=(size, size), mode="bicubic", align_corners=False
             )[0]
         return x.contiguous()
+    import numpy as np
     from PIL import Image
 
     im = image.convert("L" if channels == 1 else "RGB")
-    w, h = im.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
+    new_w, new_h, left, top = resize_crop_geometry(im.size[0], im.size[1], size)
+    if (new_w, new_h) != im.size:
+        im = im.resize((new_w, new_h), Image.BICUBIC)
     im = im.crop((left, top, left + size, top + size))
-    import numpy as np
-
     arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).float().div(255.0)
     arr = arr[None] if arr.dim() == 2 else arr.permute(2, 0, 1)
     if arr.shape[0] != channels:
