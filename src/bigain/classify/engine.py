@@ -36,6 +36,7 @@ from .schedule import Stage, adaptive_plan, num_slots
 __all__ = [
     "ClassifyResult",
     "DiffusionClassifier",
+    "NonFiniteError",
     "StageErrors",
     "draw_noise",
     "image_key_from_id",
@@ -129,6 +130,20 @@ def _sample_keys_context(bundle: Any, keys: torch.Tensor | None, pattern: str):
     return sample_keys(bundle, keys)
 
 
+def _nonfinite_cause(err: torch.Tensor, slot_t: torch.Tensor) -> str | None:
+    """A one-line cause if any evaluated entry of ``err`` (classes × slots; NaN = not evaluated,
+    written as -inf by ``_evaluate`` when the denoiser itself gave NaN) is not finite, else None."""
+    evaluated = ~torch.isnan(err)
+    bad = evaluated & ~torch.isfinite(err)
+    if not bool(bad.any()):
+        return None
+    ts = sorted({int(slot_t[s]) for s in bad.nonzero()[:, 1].tolist()})
+    return (
+        f"{NonFiniteError.__name__}: {int(bad.sum())} of {int(evaluated.sum())} denoiser evaluations gave a "
+        f"non-finite error (NaN/inf) at t={ts}; check the method options and the dtype (fp16 overflow?)"
+    )
+
+
 def _rank(classes: Iterable[int], means: dict[int, float]) -> list[int]:
     """Classes by ascending mean error; ties broken by class index (deterministic)."""
     return sorted(classes, key=lambda c: (means[c], c))
@@ -137,6 +152,10 @@ def _rank(classes: Iterable[int], means: dict[int, float]) -> list[int]:
 # --------------------------------------------------------------------------------------------
 # results
 # --------------------------------------------------------------------------------------------
+class NonFiniteError(RuntimeError):
+    """The denoiser gave a non-finite error (NaN/inf): that image has no prediction."""
+
+
 @dataclass
 class StageErrors:
     """Errors of one stage: ``errors[i][j]`` is class ``classes[i]`` at slot ``j`` of this stage."""
@@ -161,18 +180,24 @@ class StageErrors:
 
 @dataclass
 class ClassifyResult:
-    """The outcome for one image. Class indices are candidate indices (positions in ``classes``)."""
+    """The outcome for one image. Class indices are candidate indices (positions in ``classes``).
 
-    prediction: int
+    ``error`` is set (and ``prediction`` is None, ``ranking`` empty) when a denoiser evaluation of
+    the image was not finite: a NaN must never turn into a class.
+    """
+
+    prediction: int | None
     ranking: list[int]  # winner first, then the others by ascending mean error over what they got
     mean_errors: list[float]  # per candidate, mean over all its evaluated (t, ε)
     stages: list[StageErrors]
     seconds: float = 0.0
     calls: int = 0  # denoiser rows spent on this image
     extras: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "error": self.error,
             "prediction": self.prediction,
             "ranking": self.ranking,
             "mean_errors": self.mean_errors,
@@ -292,6 +317,7 @@ class DiffusionClassifier:
         err = torch.full((G, K, self.num_slots), float("nan"), dtype=torch.float64)
         alive = [list(range(K)) for _ in range(G)]
         stage_classes: list[list[list[int]]] = [[] for _ in range(G)]
+        failed: list[str | None] = [None] * G
         rows_per_image = [0] * G
         for stage in self.plan:
             img_idx, cls_idx, slot_idx = [], [], []
@@ -305,6 +331,11 @@ class DiffusionClassifier:
                 rows_per_image[g] += len(alive[g]) * len(stage.slots)
             self._evaluate(x0s, noise, image_keys, img_idx, cls_idx, slot_idx, err)
             for g in range(G):
+                if failed[g] is None and alive[g]:
+                    failed[g] = _nonfinite_cause(err[g], self.slot_t)
+                if failed[g] is not None:
+                    alive[g] = []  # no more evaluations for an image that has no valid score
+                    continue
                 evaluated = ~torch.isnan(err[g])
                 sums = torch.where(evaluated, err[g], torch.zeros_like(err[g])).sum(dim=1)
                 means = (sums / evaluated.sum(dim=1).clamp(min=1)).tolist()
@@ -313,10 +344,12 @@ class DiffusionClassifier:
         total_rows = max(1, sum(rows_per_image))
         results = []
         for g in range(G):
+            share = seconds * rows_per_image[g] / total_rows
+            if failed[g] is not None:
+                results.append(ClassifyResult(None, [], [], [], share, rows_per_image[g], error=failed[g]))
+                continue
             winner = alive[g][0]
-            results.append(
-                _finish(err[g], self.plan, stage_classes[g], winner, seconds * rows_per_image[g] / total_rows)
-            )
+            results.append(_finish(err[g], self.plan, stage_classes[g], winner, share))
         return results
 
     # -- internals ----------------------------------------------------------------------------
@@ -359,7 +392,11 @@ class DiffusionClassifier:
             errors.append(_row_errors(eps_hat, eps, self.loss))
             if self.progress is not None:
                 self.progress(int(eps.shape[0]))
-        err[img_all, cls_all, slot_all] = torch.cat(errors).double().cpu()  # one device sync per stage
+        values = torch.cat(errors).double().cpu()  # one device sync per stage
+        # NaN marks "not evaluated" in `err`: a NaN from the denoiser is stored as -inf instead
+        err[img_all, cls_all, slot_all] = torch.nan_to_num(
+            values, nan=-math.inf, posinf=math.inf, neginf=-math.inf
+        )
 
 
 # --------------------------------------------------------------------------------------------

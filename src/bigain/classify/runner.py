@@ -15,26 +15,35 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
-import fcntl
 import hashlib
 import json
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import runs
+from ..runs import ConfigMismatchError, RecordWriter, RunLockedError
+from ..runs.preflight import check_method_on_model, normalise_options
 from .datasets import ClassificationDataset
-from .engine import DiffusionClassifier, image_key_from_id
+from .engine import DiffusionClassifier, NonFiniteError, image_key_from_id
 from .pipeline import attach_vae, pixels_to_x0, to_pixels
 from .schedule import calls_per_image
 from .summary import summarize, summary_markdown
 
-__all__ = ["ConfigMismatchError", "load_results", "merge_results", "read_records", "run_classification"]
+__all__ = [
+    "ConfigMismatchError",
+    "NonFiniteError",
+    "RunLockedError",
+    "load_results",
+    "merge_results",
+    "read_records",
+    "run_classification",
+]
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"
@@ -62,45 +71,16 @@ IDENTITY_KEYS = (
     "pattern",
     "subset",
 )
-
-
-class ConfigMismatchError(ValueError):
-    """The run folder holds a run with different settings."""
+RECORD_KEYS = ("id", "index")
 
 
 # --------------------------------------------------------------------------------------------
-# record files
+# record files (the run store in bigain.runs does the writing; these are classify's views)
 # --------------------------------------------------------------------------------------------
 def read_records(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int, int]:
-    """(records, bytes of the valid prefix, file size). A line without its newline, or one that is
-    not valid JSON at the end of the file, is a cut write and is dropped."""
-    raw = Path(path).read_bytes()
-    records: list[dict[str, Any]] = []
-    pos, valid = 0, 0
-    bad_middle = 0
-    while pos < len(raw):
-        nl = raw.find(b"\n", pos)
-        if nl < 0:
-            break  # truncated last line
-        line = raw[pos:nl]
-        pos = nl + 1
-        if not line.strip():
-            if bad_middle == 0:
-                valid = pos
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or "id" not in rec or "index" not in rec:
-                raise ValueError("not a record")
-        except ValueError:
-            bad_middle += 1
-            continue
-        if bad_middle:
-            warnings.warn(f"{path}: skipped {bad_middle} unreadable line(s) before a valid one", stacklevel=2)
-            bad_middle = 0
-        records.append(rec)
-        valid = pos
-    return records, valid, len(raw)
+    """(records, bytes of the valid prefix, file size) of one results file; a torn last line is
+    dropped and lines that are not records are skipped with a warning (see bigain.runs)."""
+    return runs.read_records(path, RECORD_KEYS)
 
 
 def _result_files(out: Path) -> list[Path]:
@@ -108,74 +88,16 @@ def _result_files(out: Path) -> list[Path]:
 
 
 def load_results(out: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Every record of a run folder (all shards' result files) by image id, first one kept."""
+    """Every record of a run folder (all shards' result files) by image id. A scored record wins
+    over a failed one (an image retried after its file was fixed); otherwise the first is kept."""
     out = Path(out)
     by_id: dict[str, dict[str, Any]] = {}
     for p in _result_files(out):
-        try:
-            recs, _, _ = read_records(p)
-        except FileNotFoundError:
-            continue
-        for r in recs:
-            by_id.setdefault(str(r["id"]), r)
+        for r in read_records(p)[0]:
+            key = str(r["id"])
+            if key not in by_id or (by_id[key].get("error") and not r.get("error")):
+                by_id[key] = r
     return by_id
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-class _RecordWriter:
-    """Appends records to one results file, one fsynced line at a time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if path.exists():
-            _, valid, size = read_records(path)
-            if valid < size:  # a write cut short: drop its bytes before appending
-                with open(path, "r+b") as f:
-                    f.truncate(valid)
-                    os.fsync(f.fileno())
-        self.f = open(path, "ab")  # noqa: SIM115 - kept open for the whole run, closed by close()
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.f.write(json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        self.f.close()
-
-
-@contextlib.contextmanager
-def _flock(path: Path, blocking: bool = True) -> Iterator[bool]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            got = True
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            got = False
-        yield got
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _owner_lock(out: Path, results_name: str) -> Path:
@@ -185,34 +107,20 @@ def _owner_lock(out: Path, results_name: str) -> Path:
 # --------------------------------------------------------------------------------------------
 # config
 # --------------------------------------------------------------------------------------------
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=str))
+def _normalise_identity(key: str, value: Any, config: dict[str, Any]) -> Any:
+    """Method options compare with their defaults filled in (an explicit default is the same run)."""
+    if key != "method_options":
+        return value
+    try:
+        return normalise_options(config.get("method"), value or {})
+    except (ValueError, TypeError):
+        return value
 
 
-def _check_or_write_config(out: Path, config: dict[str, Any]) -> None:
-    path = out / CONFIG_FILE
-    config = _jsonable(config)
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError as e:
-            raise ConfigMismatchError(f"{path} is not valid JSON ({e}); use a new --out folder") from None
-        diffs = [k for k in IDENTITY_KEYS if old.get(k) != config.get(k)]
-        if diffs:
-            detail = "; ".join(
-                f"{k}: folder has {_short(old.get(k))}, this run has {_short(config.get(k))}" for k in diffs
-            )
-            raise ConfigMismatchError(
-                f"{out} holds a different classification run ({detail}). "
-                "Resume with the same settings, or choose another --out folder."
-            )
-        return
-    _atomic_write(path, json.dumps(config, indent=2) + "\n")
-
-
-def _short(v: Any, n: int = 80) -> str:
-    s = json.dumps(v)
-    return s if len(s) <= n else s[: n - 3] + "..."
+def _check_or_write_config(out: Path, config: dict[str, Any]) -> dict[str, Any]:
+    return runs.write_config(
+        out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="classification run"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,23 +166,21 @@ def merge_results(
     class_names = list(class_names if class_names is not None else config["class_names"])
     multi_label = bool(config.get("multi_label", False)) if multi_label is None else multi_label
     expected = config.get("expected") if expected is None else expected
-    with _flock(out / MERGE_LOCK):
-        with _flock(_owner_lock(out, RESULTS_FILE), blocking=False) as free:
-            if not free:
-                warnings.warn(
-                    f"{out}: another process is writing {RESULTS_FILE}; not merging now", stacklevel=2
-                )
-                return None
-            records = sorted(load_results(out).values(), key=lambda r: r["index"])
-            text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-            _atomic_write(out / RESULTS_FILE, text)
+    with runs.lock(out / MERGE_LOCK, blocking=True):
+        try:
+            with runs.lock(_owner_lock(out, RESULTS_FILE)):
+                records = sorted(load_results(out).values(), key=lambda r: r["index"])
+                text = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)
+                runs.atomic_write(out / RESULTS_FILE, text)
+        except RunLockedError:
+            warnings.warn(f"{out}: another process is writing {RESULTS_FILE}; not merging now", stacklevel=2)
+            return None
         for p in _result_files(out):
             if p.name == RESULTS_FILE:
                 continue
-            with _flock(_owner_lock(out, p.name), blocking=False) as free:
-                if free:
-                    p.unlink(missing_ok=True)
-                    _owner_lock(out, p.name).unlink(missing_ok=True)
+            with contextlib.suppress(RunLockedError), runs.lock(_owner_lock(out, p.name)):
+                p.unlink(missing_ok=True)
+                _owner_lock(out, p.name).unlink(missing_ok=True)
         # the summary covers this run's images (a rerun with a smaller --limit keeps the other records)
         in_scope = [r for r in records if expected is None or r["index"] < expected]
         summary = summarize(in_scope, class_names, multi_label=multi_label, expected=expected)
@@ -283,8 +189,8 @@ def merge_results(
             config.get("data"),
             config.get("method"),
         )
-        _atomic_write(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-        _atomic_write(out / SUMMARY_MD, summary_markdown(summary, config, class_names))
+        runs.write_json(out / SUMMARY_FILE, summary, nonfinite="null")
+        runs.atomic_write(out / SUMMARY_MD, summary_markdown(summary, config, class_names))
     return summary
 
 
@@ -341,8 +247,16 @@ def run_classification(
     model_name: str | None = None,
     data_name: str | None = None,
     subset: Sequence[int] | None = None,
+    retry_failed: bool = True,
 ) -> dict[str, Any] | None:
     """Classify a data set into a run folder; resume if the folder already holds this run.
+
+    Settings are checked before anything is written: the method and its options are tried on the
+    loaded model (one forward), so a setting that does not fit leaves no folder behind. One process
+    writes a results file at a time (a second one is refused with :class:`RunLockedError`).
+    Images whose record holds an error (unreadable file, non-finite denoiser output) are tried
+    again on resume unless ``retry_failed=False``. A group of images that all give a non-finite
+    denoiser error stops the run with :class:`NonFiniteError`.
 
     ``shard=(i, n)`` scores images ``i, i+n, i+2n, ...`` of the first ``limit``. Under
     ``accelerate launch``/``torchrun`` (or an initialised torch.distributed group) the images are
@@ -357,8 +271,7 @@ def run_classification(
         raise ValueError(f"shard={shard}: expected (i, n) with 0 <= i < n")
     if limit is not None and limit < 0:
         raise ValueError(f"limit={limit} must be >= 0")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = runs.check_out_dir(out_dir)  # nothing is written before the settings are checked
     full_size = len(dataset)
     subset_id = None
     if subset is not None:
@@ -383,6 +296,8 @@ def run_classification(
         )
         total = len(dataset) if limit is None else min(limit, len(dataset))
         method_name = None if method in (None, "none") else str(method)
+        if not method_name and method_options:
+            raise ValueError(f"method options {sorted(method_options)} given without a method")
         config = {
             "version": CONFIG_VERSION,
             "model": model_name or getattr(bundle, "name", type(bundle).__name__),
@@ -394,6 +309,7 @@ def run_classification(
             "prompts": list(bundle.extras.get("prompts", [])) if hasattr(bundle, "extras") else [],
             "method": method_name or "none",
             "method_options": method_options if method_name else {},
+            "method_config": normalise_options(method_name, method_options),
             "n_samples": list(clf.n_samples),
             "to_keep": list(clf.to_keep),
             "loss": loss,
@@ -406,26 +322,26 @@ def run_classification(
             "batch_size": batch_size,
             "calls_per_image": calls_per_image(len(candidates), clf.plan),
         }
-        _check_or_write_config(out, config)
-        if (out / CONFIG_FILE).exists():  # keep `expected` current when a resume changes the limit
-            stored = json.loads((out / CONFIG_FILE).read_text())
-            if rank == 0 and stored.get("expected") != total:
-                stored["expected"] = total
-                _atomic_write(out / CONFIG_FILE, json.dumps(stored, indent=2) + "\n")
-        _barrier(world)
-
-        mine = list(range(total))[i_shard::n_shard][rank::world]
-        done = set(load_results(out))
-        todo = [i for i in mine if str(dataset[i].id) not in done]
+        # a folder of another run is refused first; then the method is tried on the model; then we write
+        runs.check_config(
+            out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="classification run"
+        )
+        check_method_on_model(bundle, method_name, method_options)
+        out.mkdir(parents=True, exist_ok=True)
         results_name = _results_name((i_shard, n_shard), rank, world)
-        rows_per_image = config["calls_per_image"]
-        group = images_per_group or max(1, min(64, math.ceil(8 * batch_size / max(1, rows_per_image))))
+        with runs.lock(_owner_lock(out, results_name), what=f"{out} ({results_name})"):
+            stored = _check_or_write_config(out, config)
+            if rank == 0 and stored.get("expected") != total:  # a resume with another limit
+                runs.write_json(out / CONFIG_FILE, {**stored, "expected": total})
+            _barrier(world)
 
-        with _flock(_owner_lock(out, results_name), blocking=False) as free:
-            if not free:
-                raise RuntimeError(f"{out}: another process is already writing {results_name}")
-            writer = _RecordWriter(out / results_name)
-            try:
+            mine = list(range(total))[i_shard::n_shard][rank::world]
+            records = load_results(out)
+            done = {k for k, r in records.items() if not (retry_failed and r.get("error"))}
+            todo = [i for i in mine if str(dataset[i].id) not in done]
+            rows_per_image = config["calls_per_image"]
+            group = images_per_group or max(1, min(64, math.ceil(8 * batch_size / max(1, rows_per_image))))
+            with RecordWriter(out / results_name, RECORD_KEYS) as writer:
                 ctx = contextlib.nullcontext()
                 if method_name:
                     import bigain
@@ -433,8 +349,6 @@ def run_classification(
                     ctx = bigain.compressed(bundle, method_name, **method_options)
                 with ctx:
                     _score(clf, bundle, dataset, todo, len(mine), group, writer, progress, rank, world)
-            finally:
-                writer.close()
         _barrier(world)
         summary = None
         if rank == 0:
@@ -455,7 +369,7 @@ def _score(
     todo: list[int],
     n_mine: int,
     group: int,
-    writer: _RecordWriter,
+    writer: RecordWriter,
     progress: bool,
     rank: int,
     world: int,
@@ -497,8 +411,27 @@ def _score(
                 continue
             x0 = pixels_to_x0(bundle, torch.stack(x0s))
             results = clf.classify_batch(x0, [image_key_from_id(s.id) for _, s in ok])
+            if len(results) > 1 and all(r.error for r in results):
+                raise NonFiniteError(
+                    f"all {len(results)} images of a batch gave a non-finite denoiser error: "
+                    f"{results[0].error.split(': ', 1)[-1]}"
+                )
             for (pos, s), r in zip(ok, results):
                 label = _label_json(s.label)
+                if r.error:
+                    writer.write(
+                        {
+                            "index": pos,
+                            "id": s.id,
+                            "label": label,
+                            "path": s.path,
+                            "error": r.error,
+                            "prediction": None,
+                            "calls": r.calls,
+                        }
+                    )
+                    bar.update(1)
+                    continue
                 correct = (r.prediction in label) if isinstance(label, list) else (r.prediction == label)
                 writer.write(
                     {
