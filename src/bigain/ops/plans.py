@@ -124,19 +124,25 @@ def similarity_prune_plan(
     beta: float = 1.0,
     noise_alpha: float = 0.1,
     noise: torch.Tensor | None = None,
+    similarity_dtype: torch.dtype = torch.float32,
 ) -> PrunePlan:
-    """SiTo (spec section 5): representative tokens are destinations; the most redundant sources are pruned.
+    """SiTo: representative tokens are destinations; the most redundant sources are pruned.
 
     score_i = beta * sum_j cos(x_i, x_j) + noise_alpha * noise_i; each window's arg-max is its
     destination; the r sources whose best destination similarity is highest are pruned and
     later copy the output of their most similar retained token.
     `noise` is (B, N) standard normal from the caller's explicit generator (or None: no noise).
+    `similarity_dtype`: the metric is cast to it before the normalisation, and the similarities,
+    scores and noise term are computed in it. SiTo's authors use float16 (their kept-token sets);
+    float32 (the default here) separates near-ties that float16 rounds together.
     """
     from .partition import partition, score_choice
 
+    if not similarity_dtype.is_floating_point:
+        raise ValueError(f"similarity_dtype must be a floating dtype, got {similarity_dtype}")
     b, n, _ = metric.shape
     with torch.no_grad():
-        unit = metric.float()
+        unit = metric.to(similarity_dtype)
         unit = unit / unit.norm(dim=-1, keepdim=True)
         sim = unit @ unit.transpose(-1, -2)  # (B, N, N)
         score = beta * sim.sum(dim=-1)

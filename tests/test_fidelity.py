@@ -1,0 +1,80 @@
+"""Details where bigain can reproduce the authors' arithmetic exactly: SiTo's float16 similarities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bigain import ops
+
+
+def ref_sito_half(metric, h, w, r, noise, sx=2, sy=2, beta=1.0, noise_alpha=0.1):
+    """SiTo with the metric cast to float16 before the cosine similarity, by loops.
+
+    Every float16 tensor operation is written as exact arithmetic followed by one rounding to
+    float16 (what a float16 kernel that accumulates in float32 returns, up to boundary cases).
+    Returns (kept ids, destination ids, whether the pruning cut falls on a tie).
+    """
+    f16 = np.float16
+    m = metric.numpy().astype(f16)
+    n, c = m.shape
+    unit = np.empty_like(m)
+    for i in range(n):
+        norm = f16(np.sqrt(sum(float(v) * float(v) for v in m[i])))
+        for k in range(c):
+            unit[i, k] = f16(float(m[i, k]) / float(norm))
+    sim = [
+        [float(f16(sum(float(unit[i, k]) * float(unit[j, k]) for k in range(c)))) for j in range(n)]
+        for i in range(n)
+    ]
+    eps = noise.numpy().astype(f16)
+    score = []
+    for i in range(n):
+        s = float(f16(beta * float(f16(sum(sim[i])))))
+        s = float(f16(s + float(f16(np.float32(noise_alpha) * np.float32(eps[i])))))
+        score.append(s)
+    dst = []
+    for i in range(h // sy):
+        for j in range(w // sx):
+            cells = [(i * sy + dy) * w + j * sx + dx for dy in range(sy) for dx in range(sx)]
+            vals = [score[q] for q in cells]
+            dst.append(cells[vals.index(max(vals))])
+    src = [i for i in range(n) if i not in set(dst)]
+    redundancy = {a: max(sim[a][d] for d in dst) for a in src}
+    ranked = sorted(redundancy.values(), reverse=True)
+    tie_at_cut = 0 < r < len(ranked) and ranked[r - 1] == ranked[r]
+    pruned = set(sorted(src, key=lambda a: -redundancy[a])[:r])
+    return {i for i in range(n) if i not in pruned}, set(dst), tie_at_cut
+
+
+def _features(seed: int, h: int = 8, w: int = 8, c: int = 32, spread: float = 0.3):
+    """Tokens scattered around one shared direction: near-ties that float16 rounds differently."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, 1, c, generator=g)
+    metric = base + spread * torch.randn(1, h * w, c, generator=g)
+    return metric, torch.randn(1, h * w, generator=g)
+
+
+@pytest.mark.parametrize("seed", [2, 4])
+def test_sito_float16_similarity_reproduces_the_authors_kept_tokens(seed):
+    h = w = 8
+    r = 24
+    metric, noise = _features(seed)
+    kept, dst, tie_at_cut = ref_sito_half(metric[0], h, w, r, noise[0])
+    assert not tie_at_cut, "fixed input must not put a tie at the pruning cut"
+    half = ops.similarity_prune_plan(metric, h, w, r, noise=noise, similarity_dtype=torch.float16)
+    assert set(half.keep_idx[0].tolist()) == kept
+    assert dst <= set(half.keep_idx[0].tolist())
+    # the option matters on this input: float32 similarities keep a different set
+    full = ops.similarity_prune_plan(metric, h, w, r, noise=noise)
+    assert set(full.keep_idx[0].tolist()) != kept
+
+
+def test_sito_similarity_dtype_default_is_float32_and_validated():
+    metric, noise = _features(2)
+    default = ops.similarity_prune_plan(metric, 8, 8, 24, noise=noise)
+    explicit = ops.similarity_prune_plan(metric, 8, 8, 24, noise=noise, similarity_dtype=torch.float32)
+    assert torch.equal(default.keep_idx, explicit.keep_idx) and torch.equal(default.inverse, explicit.inverse)
+    with pytest.raises(ValueError, match="similarity_dtype"):
+        ops.similarity_prune_plan(metric, 8, 8, 24, noise=noise, similarity_dtype=torch.int32)
