@@ -94,7 +94,7 @@ def test_run_resumes_after_a_kill(bundle, tmp_path):
     recs = [json.loads(x) for x in (part / "manifest.jsonl").read_text().splitlines() if x.endswith("}")]
     assert sorted(r["index"] for r in recs) == list(range(6))
     assert torch.equal(read_png(part / recs[0]["file"]), full[recs[0]["index"]])
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match=r"different generation run \(options: folder has .*0\.5.*this run has .*0\.7"):
         generate_run(bundle, part, labels, "tome", {"ratio": 0.7}, cfg, progress=False)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -10,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+MANIFEST_KEYS = ("index", "file")
 
 
 def to_uint8_image(x: torch.Tensor) -> np.ndarray:
@@ -38,26 +39,27 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, scale
 
 
 def save_images(
-    images: torch.Tensor, out_dir: str | os.PathLike, records: list[dict], manifest: str = "manifest.jsonl"
+    images: torch.Tensor,
+    out_dir: str | os.PathLike,
+    records: list[dict],
+    manifest: str = "manifest.jsonl",
+    ok: list[bool] | None = None,
 ) -> None:
-    """Write one PNG per image and append one manifest line each (flushed, so a crash loses nothing written).
+    """Write one PNG per image and append one manifest record each (fsynced, so a crash loses
+    nothing written). A torn last line is cut first (see :class:`bigain.runs.RecordWriter`).
 
-    A line torn by a kill mid-write is closed with a newline first, so it cannot swallow the next record.
+    ``ok[i] = False`` marks image i as failed (NaN/inf pixels): no PNG, a record with ``error`` set.
     """
+    from ..runs import RecordWriter
+
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    path = out / manifest
-    torn = False
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with open(path, "a", encoding="utf-8") as f:
-        if torn:
-            f.write("\n")
-        for img, rec in zip(images, records):
+    ok = [True] * len(records) if ok is None else list(ok)
+    with RecordWriter(out / manifest, MANIFEST_KEYS) as writer:
+        for img, rec, good in zip(images, records, ok):
+            if not good:
+                writer.append({**rec, "file": None, "error": "NaN/inf pixels in the sampled image"})
+                continue
             name = f"images/{rec['index']:06d}.png"
             Image.fromarray(to_uint8_image(img)).save(out / name)
-            f.write(json.dumps({**rec, "file": name}) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+            writer.append({**rec, "file": name})

@@ -20,6 +20,7 @@ from ..ops.keyed import mix_keys, row_keys
 from ..precision import autocast, resolve_dtype
 
 SAMPLERS = ("ddim", "dpm", "euler", "ddpm")
+SEED_LIMIT = 2**44
 
 
 @dataclass
@@ -45,6 +46,9 @@ class SamplerConfig:
         if self.guidance < 0:
             raise ValueError(f"option guidance={self.guidance!r} is out of range: expected >= 0")
         resolve_dtype(self.dtype)  # raises ValueError for an unknown precision name
+        # initial_noise seeds each image with seed * 1_000_003 + index, which must fit in 64 bits
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"option seed={self.seed!r} is out of range: expected an integer in [0, 2**44)")
         if self.batch_size < 1:
             raise ValueError(f"option batch_size={self.batch_size!r} is out of range: expected >= 1")
 
