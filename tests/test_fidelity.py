@@ -78,3 +78,15 @@ def test_sito_similarity_dtype_default_is_float32_and_validated():
     assert torch.equal(default.keep_idx, explicit.keep_idx) and torch.equal(default.inverse, explicit.inverse)
     with pytest.raises(ValueError, match="similarity_dtype"):
         ops.similarity_prune_plan(metric, 8, 8, 24, noise=noise, similarity_dtype=torch.int32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_blend_with_per_row_alpha_equals_python_float_arithmetic(dtype):
+    # The reference computes alpha * nearest + (1 - alpha) * average with a Python float alpha.
+    alphas = [0.8, 0.9, 1.2, 0.8 * (475 / 999) + 1.2 * (1 - 475 / 999), -0.3]
+    x = torch.randn(len(alphas), 6, 8, 8, generator=torch.Generator().manual_seed(5)).to(dtype)
+    got = ops.blend_downsample(x, 2, torch.tensor(alphas, dtype=torch.float64))
+    for row, a in enumerate(alphas):
+        xr = x[row : row + 1]
+        expected = a * ops.nearest_exact(xr, 2) + (1 - a) * ops.average(xr, 2)
+        assert torch.equal(got[row : row + 1], expected), (dtype, a)

@@ -22,16 +22,22 @@ def blend_downsample(x: torch.Tensor, factor: int, alpha: float | torch.Tensor) 
     """alpha * nearest + (1 - alpha) * average, alpha unclamped (>1 extrapolates a high-pass residual).
 
     `alpha` is a float or a per-sample tensor (B,). alpha == 1 is ToDo, alpha == 0 average pooling.
+    A tensor alpha gives the same bits as a Python float would, row by row: 1 - alpha is taken in
+    alpha's own precision (pass float64 to match Python arithmetic), and both weights are rounded
+    once to the precision PyTorch gives a Python scalar (float32, float64 for float64 inputs), the
+    products rounded to x's dtype, as `alpha * near + (1 - alpha) * avg` does with Python floats.
     """
     if isinstance(alpha, (int, float)):
         if alpha == 1.0:
             return nearest_exact(x, factor)
         if alpha == 0.0:
             return average(x, factor)
-    else:
-        alpha = alpha.to(x.dtype).view(-1, 1, 1, 1)
-    near = nearest_exact(x, factor)
-    return near * alpha + average(x, factor) * (1 - alpha)
+        return nearest_exact(x, factor) * alpha + average(x, factor) * (1 - alpha)
+    a = alpha.view(-1, 1, 1, 1)
+    weight_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    w_near, w_avg = a.to(weight_dtype).to(x.device), (1 - a).to(weight_dtype).to(x.device)
+    near = (nearest_exact(x, factor) * w_near).to(x.dtype)
+    return near + (average(x, factor) * w_avg).to(x.dtype)
 
 
 def downsample_tokens(
