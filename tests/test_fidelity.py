@@ -90,3 +90,14 @@ def test_blend_with_per_row_alpha_equals_python_float_arithmetic(dtype):
         xr = x[row : row + 1]
         expected = a * ops.nearest_exact(xr, 2) + (1 - a) * ops.average(xr, 2)
         assert torch.equal(got[row : row + 1], expected), (dtype, a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_sito_similarity_dtype_holds_under_autocast(dtype):
+    # The classifier and sampler run the denoiser under autocast; the similarities must still be
+    # computed in the dtype asked for, not in the autocast dtype.
+    metric, noise = _features(4)
+    plain = ops.similarity_prune_plan(metric, 8, 8, 24, noise=noise, similarity_dtype=dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = ops.similarity_prune_plan(metric, 8, 8, 24, noise=noise, similarity_dtype=dtype)
+    assert torch.equal(plain.keep_idx, cast.keep_idx) and torch.equal(plain.inverse, cast.inverse)

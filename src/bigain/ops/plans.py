@@ -8,6 +8,7 @@ the position in the reduced sequence that each original token reads from.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +63,14 @@ class PrunePlan:
 
     def expand(self, y: torch.Tensor) -> torch.Tensor:
         return _gather_tokens(y, self.inverse)
+
+
+def _without_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Switch autocast off where it is on, so that a computation runs in the dtype it was given."""
+    kind = device.type
+    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _positions(b: int, n: int, device: torch.device, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -133,15 +142,16 @@ def similarity_prune_plan(
     later copy the output of their most similar retained token.
     `noise` is (B, N) standard normal from the caller's explicit generator (or None: no noise).
     `similarity_dtype`: the metric is cast to it before the normalisation, and the similarities,
-    scores and noise term are computed in it. SiTo's authors use float16 (their kept-token sets);
-    float32 (the default here) separates near-ties that float16 rounds together.
+    scores and noise term are computed in it, with autocast switched off (an enclosing bf16 autocast
+    would otherwise run the matrix product in bf16). SiTo's authors use float16 (their kept-token
+    sets); float32 (the default here) separates near-ties that float16 rounds together.
     """
     from .partition import partition, score_choice
 
     if not similarity_dtype.is_floating_point:
         raise ValueError(f"similarity_dtype must be a floating dtype, got {similarity_dtype}")
     b, n, _ = metric.shape
-    with torch.no_grad():
+    with torch.no_grad(), _without_autocast(metric.device):
         unit = metric.to(similarity_dtype)
         unit = unit / unit.norm(dim=-1, keepdim=True)
         sim = unit @ unit.transpose(-1, -2)  # (B, N, N)
