@@ -5,6 +5,13 @@ only on that row's key (image, timestep, block), never on batch composition, and
 `torch.compile(fullgraph=True)` cannot trace a `torch.Generator`. A stateless hash
 of (key, salt, element index) gives both. All arithmetic stays below 2**63 so no
 int64 overflow occurs (32-bit multiplies are split into 16-bit halves).
+
+Under `torch.compile` on CUDA, Inductor folds `arange(count) * constant` into the Triton
+kernel's index arithmetic, which is int32 for small tensors, and Triton rejects an int32
+literal >= 2**31 ("Scalar 2654435769 is out of range for type int32"). The element stride is
+therefore written as the negative int32 constant congruent to the golden ratio modulo 2**32:
+only the low 32 bits are kept, so the values are unchanged, and a wrapped int32 product has the
+same low 32 bits as the exact one.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import torch
 
 _MASK32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9
+_GOLDEN_I32 = _GOLDEN - (1 << 32)  # -1640531527: the same residue mod 2**32, an int32 literal
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -40,7 +48,7 @@ def keyed_bits(keys: torch.Tensor, salt: int, count: int) -> torch.Tensor:
     hi = (keys >> 32) & _MASK32
     base = hash32(hash32(lo ^ hash32(torch.full_like(lo, salt & _MASK32))) ^ hi)
     idx = torch.arange(count, device=keys.device, dtype=torch.int64)
-    return hash32(base[:, None] + ((idx * _GOLDEN) & _MASK32)[None, :])
+    return hash32(base[:, None] + ((idx * _GOLDEN_I32) & _MASK32)[None, :])
 
 
 def keyed_randint(keys: torch.Tensor, salt: int, count: int, high: int) -> torch.Tensor:
