@@ -280,12 +280,8 @@ def check_targets(group: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def sublayer_names(model: torch.nn.Module) -> list[str]:
-    names = []
-    for site in inspect_model(model).sites:
-        for sub in ("attn1", "attn2", "ff"):
-            if getattr(site.block, sub, None) is not None:
-                names.append(f"{site.name}.{sub}")
-    return names
+    info = inspect_model(model)
+    return [name for block in info.blocks for name in info.role_names(block).values()]
 
 
 def run_group(

@@ -25,7 +25,7 @@ def _dit_out(m, inputs):
 
 
 def test_methods_registry():
-    assert bigain.methods() == ALL
+    assert bigain.list_methods() == ALL
 
 
 def test_apply_remove_many_times_restores_exactly():

@@ -9,8 +9,8 @@ from .methods import (
     SiToConfig,
     ToDoConfig,
     ToMeConfig,
+    list_methods,
     make_config,
-    methods,
 )
 from .patching import PatchReport, apply, compressed, inspect_model, is_patched, remove, sample_keys
 
@@ -29,8 +29,8 @@ __all__ = [
     "compressed",
     "inspect_model",
     "is_patched",
+    "list_methods",
     "make_config",
-    "methods",
     "remove",
     "sample_keys",
 ]

@@ -107,7 +107,7 @@ def _meta_config(
     timestep cannot answer: decide here from the CPU timestep instead (same FLOPs either way)."""
     cfg = make_config(method, **options)
     stop = getattr(cfg, "stop_t", None)
-    if cfg.kind != "kv" or stop is None:
+    if cfg.mechanism != "kv" or stop is None:
         return cfg
     t = _timestep(inputs, kwargs)
     if t is not None and t.device.type != "meta" and bool((t <= stop).all()):

@@ -88,20 +88,16 @@ def compressed_sublayers(model: nn.Module, method: str | None, **options: Any) -
         return [f"{b}.{s}" for b in blocks for s in subs]
     cfg = make_config(method, **options)
     with compressed(model, cfg) as report:
-        blocks = [b.name for b in report.blocks]
-    if cfg.kind == "kv":
-        subs = ["attn1"]
-    else:
-        subs = [
-            s
-            for s, flag in (("attn1", "merge_attn"), ("attn2", "merge_crossattn"), ("ff", "merge_mlp"))
-            if getattr(cfg, flag)
-        ]
-    return [f"{b}.{s}" for b in blocks for s in subs if _has(model, f"{b}.{s}")]
+        patched = {b.index for b in report.blocks}
+    info = inspect_model(model)
+    roles = ("attn",) if cfg.mechanism == "kv" else cfg.reduced_roles()
+    if "attn" in roles:
+        roles = (*roles, "attn2")  # SD3.5's second self-attention runs on the same reduced tokens
+    out = []
+    for block in info.blocks:
+        if block.index in patched:
+            names = info.role_names(block)
+            out += [names[r] for r in roles if r in names]
+    return out
 
 
-def _has(model: nn.Module, name: str) -> bool:
-    try:
-        return model.get_submodule(name) is not None
-    except AttributeError:
-        return False

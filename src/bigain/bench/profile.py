@@ -35,6 +35,10 @@ class BlockProfiler:
         self.calls: dict[str, int] = dict.fromkeys(self.blocks, 0)
         self._marks: dict[str, dict[str, float]] = {}
         self._handles: list[Any] = []
+        from ..patching import inspect_model
+
+        info = inspect_model(model)
+        self.roles = {b.name: b.roles["attn"] for b in info.blocks}
 
     def _mark(self, block: str, point: str) -> None:
         if self.sync and torch.cuda.is_available():
@@ -82,7 +86,7 @@ class BlockProfiler:
     def __enter__(self) -> BlockProfiler:
         for name in self.blocks:
             blk = self.model.get_submodule(name)
-            attn = blk.attn1
+            attn = self.roles[name]
             h = self._handles
             h.append(blk.register_forward_pre_hook(self._pre(name, "start"), prepend=True))
             h.append(blk.norm1.register_forward_pre_hook(self._pre(name, "norm1_in"), prepend=True))

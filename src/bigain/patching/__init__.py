@@ -1,10 +1,11 @@
-"""Applying methods to diffusers models through forward hooks."""
+"""Applying methods to diffusers models through hooks on the sub-layers the backbone adapter names."""
 
-from .api import PatchedBlock, PatchReport, apply, compressed, is_patched, remove, sample_keys
-from .discovery import SUPPORTED, inspect_model, resolve_denoiser
+from ..backbones import SUPPORTED, resolve_denoiser
+from .api import ModelInfo, PatchedBlock, PatchReport, apply, compressed, inspect_model, is_patched, remove, sample_keys
 
 __all__ = [
     "SUPPORTED",
+    "ModelInfo",
     "PatchReport",
     "PatchedBlock",
     "apply",

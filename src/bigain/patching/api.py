@@ -9,13 +9,53 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
-from .. import ops
+from ..backbones import Backbone, Block, find_backbone, resolve_denoiser
 from ..methods import MethodConfig, make_config
-from .discovery import BlockSite, ModelInfo, inspect_model, resolve_denoiser
 from .hooks import BlockPatch, PatchState
 
 _ATTR = "_bigain_patch"
+
+
+@dataclass
+class ModelInfo:
+    """A denoiser as bigain sees it: its adapter, its blocks, and the defaults that apply to it."""
+
+    backbone: Backbone
+    denoiser: nn.Module
+    blocks: list[Block]
+    default_blocks: tuple[int, ...] | None  # None: placement by level
+    default_level: int
+
+    @property
+    def kind(self) -> str:
+        return self.backbone.name
+
+    @property
+    def sites(self) -> list[Block]:  # older name
+        return self.blocks
+
+    @property
+    def default_metric(self) -> str:
+        return self.backbone.default_metric
+
+    @property
+    def patch_size(self) -> int:
+        return int(getattr(self.denoiser.config, "patch_size", 1) or 1)
+
+    def role_names(self, block: Block) -> dict[str, str]:
+        """Qualified module names of a block's sub-layer roles, e.g. {"attn": "<block>.attn1"}."""
+        names = {id(m): n for n, m in block.module.named_modules()}
+        return {role: f"{block.name}.{names[id(m)]}" for role, m in block.roles.items()}
+
+
+def inspect_model(model_or_pipeline: object) -> ModelInfo:
+    """Find the denoiser's adapter and list its transformer blocks with their levels."""
+    den = resolve_denoiser(model_or_pipeline)
+    bb = find_backbone(den)
+    blocks = bb.blocks(den)
+    return ModelInfo(bb, den, blocks, bb.default_blocks(den, blocks), bb.default_level(blocks))
 
 
 @dataclass
@@ -23,8 +63,8 @@ class PatchedBlock:
     index: int
     name: str
     level: int
-    tokens: int | None  # tokens the block sees at the config's sample size
-    reduced: int | None  # tokens after reduction (merge/prune: queries too; kv: keys/values only)
+    tokens: int | None  # image tokens the block sees at the model's configured sample size
+    reduced: int | None  # tokens after reduction (token methods: queries too; KV: keys/values only)
 
 
 @dataclass
@@ -52,44 +92,33 @@ class PatchReport:
         return "\n".join(lines)
 
 
-def _select(info: ModelInfo, cfg: MethodConfig) -> list[tuple[BlockSite, int]]:
-    """(site, level parameter) for every block the method acts on."""
-    if cfg.kind == "none":
+def select_blocks(info: ModelInfo, cfg: MethodConfig) -> list[tuple[Block, int]]:
+    """(block, per-block parameter) for every block the method acts on."""
+    if cfg.mechanism == "none":
         return []
-    n = len(info.sites)
+    n = len(info.blocks)
     blocks = cfg.blocks
-    kv_factor = getattr(cfg, "downsample_factor", 1)
     if blocks == "all":
-        chosen = info.sites
+        chosen = info.blocks
     elif blocks is None or blocks == "default":
         if info.default_blocks is None:
-            levels = cfg.levels()
-            return [(s, levels[s.level]) for s in info.sites if s.level in levels]
-        chosen = [info.sites[i] for i in info.default_blocks if i < n]
+            params = cfg.level_params(info.default_level)
+            return [(b, params[b.level]) for b in info.blocks if b.level in params]
+        chosen = [info.blocks[i] for i in info.default_blocks]
     else:
         bad = [i for i in blocks if i >= n]
         if bad:
             raise ValueError(f"option blocks={list(blocks)!r} is out of range: this model has {n} blocks (0..{n - 1})")
-        chosen = [info.sites[i] for i in sorted(set(blocks))]
-    if cfg.kind == "kv":
-        levels = cfg.levels()
-        return [(s, levels.get(s.level, kv_factor)) for s in chosen]
-    return [(s, 1) for s in chosen]
+        chosen = [info.blocks[i] for i in sorted(set(blocks))]
+    return [(b, cfg.block_param(b.level)) for b in chosen]
 
 
-def _token_counts(info: ModelInfo, site: BlockSite, cfg: MethodConfig, param: int) -> tuple[int | None, int | None]:
-    if info.sample_size is None:
+def _token_counts(info: ModelInfo, block: Block, cfg: MethodConfig, param: int) -> tuple[int | None, int | None]:
+    grid = info.backbone.sample_grid(info.denoiser)
+    if grid is None:
         return None, None
-    h, w = info.sample_size
-    if info.kind == "unet":
-        gh, gw = ops.level_grid(h, w, site.level)
-    else:
-        gh, gw = h // info.patch_size, w // info.patch_size
-    n = gh * gw
-    if cfg.kind == "kv":
-        return n, (gh // param) * (gw // param)
-    n_src = n - (gh // cfg.sy) * (gw // cfg.sx)
-    return n, n - max(0, min(int(n * cfg.ratio), n_src))
+    h, w = info.backbone.block_grid(grid, block.level)
+    return h * w, cfg.reduced_tokens(h * w, h, w, param)
 
 
 def is_patched(model_or_pipeline: object) -> bool:
@@ -102,43 +131,48 @@ def remove(model_or_pipeline: object) -> None:
     state: PatchState | None = getattr(den, _ATTR, None)
     if state is None:
         return
-    for h in state.handles:
-        h.remove()
+    state.hooks.remove()
     delattr(den, _ATTR)
+
+
+def _empty(info: ModelInfo, cfg: MethodConfig) -> None:
+    levels = sorted({b.level for b in info.blocks})
+    where = (
+        f"max_downsample={cfg.max_downsample}: no transformer block at the selected levels "
+        f"(this model has blocks at levels {levels})"
+        if info.default_blocks is None and cfg.blocks in (None, "default")
+        else f"blocks={cfg.blocks!r}"
+    )
+    msg = f"bigain: {cfg.name} would compress nothing on {type(info.denoiser).__name__} ({where})"
+    if cfg.on_empty == "error":
+        raise ValueError(msg + "; pass max_downsample=/blocks= to select blocks, or on_empty='warn'")
+    if cfg.on_empty == "warn":
+        warnings.warn(msg, stacklevel=3)
 
 
 def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", **options: Any) -> PatchReport:
     """Patch a diffusers pipeline or denoiser with a compression method (replacing any earlier patch).
 
-    `method` is a name from `bigain.methods()` or a config object; `options` are that method's
+    `method` is a name from `bigain.list_methods()` or a config object; `options` are that method's
     fields (ratio, sx, sy, max_downsample, blocks, use_rand, merge_attn, downsample_factor, alpha, ...).
     """
     cfg = make_config(method, **options)
     info = inspect_model(model_or_pipeline)
     den = info.denoiser
-    selected = _select(info, cfg)
-    if cfg.kind != "none" and not selected:
-        where = (
-            f"max_downsample={cfg.max_downsample}: no transformer block at levels {sorted(cfg.levels())} "
-            f"(this model has blocks at levels {sorted({s.level for s in info.sites})})"
-            if info.default_blocks is None
-            else f"blocks={cfg.blocks!r}"
-        )
-        msg = f"bigain: {cfg.name} would compress nothing on {type(den).__name__} ({where})"
-        if cfg.on_empty == "error":
-            raise ValueError(msg + "; pass max_downsample=/blocks= to select blocks, or on_empty='warn'")
-        if cfg.on_empty == "warn":
-            warnings.warn(msg, stacklevel=2)
+    selected = select_blocks(info, cfg)
+    if cfg.mechanism != "none" and not selected:
+        _empty(info, cfg)
     remove(den)
-    state = PatchState(cfg, info)
-    state.handles.append(den.register_forward_pre_hook(state.denoiser_pre_hook, with_kwargs=True))
+    state = PatchState(cfg, info.backbone, den)
+    state.hooks.pre(den, state.denoiser_pre)
     report = PatchReport(cfg.name, type(den).__name__, cfg.as_dict())
-    for site, param in selected:
-        bp = BlockPatch(state, site, param)
+    for block, param in selected:
+        bp = BlockPatch(state, block, param)
+        bp.install(state.hooks)
         state.blocks.append(bp)
-        state.handles.extend(bp.install())
-        tokens, reduced = _token_counts(info, site, cfg, param)
-        report.blocks.append(PatchedBlock(site.index, site.name, site.level, tokens, reduced))
+        tokens, reduced = _token_counts(info, block, cfg, param)
+        report.blocks.append(PatchedBlock(block.index, block.name, block.level, tokens, reduced))
+    state.hooks.install()
     setattr(den, _ATTR, state)
     return report
 

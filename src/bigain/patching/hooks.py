@@ -1,11 +1,13 @@
-"""Forward hooks that apply a method to one transformer block, plus the per-model state.
+"""The hooks of a patch, generic over the backbone adapter's description and the method's mechanism.
 
-Mechanism (DESIGN.md): a pre-hook on the denoiser records the latent size, the
-timesteps and the batch; per block, a pre-hook on the block (metric = block input)
-or on `attn1` (metric = attention input) builds a token plan; pre-hooks on `attn1`,
-`attn2`, `ff` reduce what those sub-layers receive and post-hooks expand their
-outputs. KV methods only pass a downsampled `encoder_hidden_states` to `attn1`.
-Nothing of the model is replaced, so removing the hooks restores it exactly.
+Per forward, a pre-hook on the denoiser asks the adapter for the token grid and the timesteps.
+Token methods ("tokens"): a plan is made per block call from the metric (the block input, or the
+attention input) by the method's own `make_plan`; pre-hooks on the sub-layers the method reduces
+give them the reduced image tokens and post-hooks expand their outputs back. KV methods ("kv"):
+the attention gets a downsampled copy of the image tokens as its key/value source, through
+`encoder_hidden_states` on plain self-attention, or through pre-hooks on `to_k`/`to_v` where the
+attention also carries text (SD3/Flux). Text tokens are never touched. Nothing of the model is
+replaced, so removing the hooks restores it exactly.
 """
 
 from __future__ import annotations
@@ -15,39 +17,39 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import ops
-from ..methods import MethodConfig
-from .discovery import BlockSite, ModelInfo
+from ..backbones import Backbone, Block, ForwardInfo
+from ..methods import Draw, MethodConfig
+from .registry import HookSet
 
 
-def _is_compiling() -> bool:
+def is_compiling() -> bool:
     try:
         return bool(torch.compiler.is_compiling())
     except AttributeError:  # pragma: no cover - very old torch
         return False
 
 
-def _first_tensor(args: tuple, kwargs: dict, name: str) -> torch.Tensor:
-    return args[0] if args else kwargs[name]
+def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
 
 
-def _replace_first(args: tuple, kwargs: dict, name: str, value: torch.Tensor) -> tuple[tuple, dict]:
+def _with_hidden(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple, dict]:
     if args:
         return (value,) + tuple(args[1:]), kwargs
     kwargs = dict(kwargs)
-    kwargs[name] = value
+    kwargs["hidden_states"] = value
     return args, kwargs
 
 
 class PatchState:
-    """Everything a patch keeps on the model: config, hooks, and what the current forward looks like."""
+    """Everything a patch keeps on the model: config, adapter, hooks, and the current forward."""
 
-    def __init__(self, config: MethodConfig, info: ModelInfo) -> None:
+    def __init__(self, config: MethodConfig, backbone: Backbone, denoiser: nn.Module) -> None:
         self.config = config
-        self.info = info
-        self.handles: list[Any] = []
-        self.latent_hw: tuple[int, int] | None = None
-        self.timesteps: torch.Tensor | None = None
+        self.backbone = backbone
+        self.denoiser = denoiser
+        self.hooks = HookSet()
+        self.forward: ForwardInfo | None = None
         self.kv_off = False
         self.keys: torch.Tensor | None = None
         self.generator: torch.Generator | None = getattr(config, "generator", None)
@@ -55,171 +57,169 @@ class PatchState:
             self.generator = torch.Generator().manual_seed(int(config.seed))
         self.blocks: list[BlockPatch] = []
 
-    # -- denoiser-level hook -------------------------------------------------------------
-    def denoiser_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
-        if x is None or x.dim() != 4:
-            raise ValueError("bigain: the denoiser input must be a (B, C, H, W) latent")
-        self.latent_hw = (int(x.shape[-2]), int(x.shape[-1]))
-        t = args[1] if len(args) > 1 else kwargs.get("timestep")
-        if t is not None:
-            t = torch.as_tensor(t, device=x.device)
-            if t.dim() == 0:
-                t = t.expand(x.shape[0])
-        self.timesteps = t
+    def denoiser_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        info = self.backbone.read_forward(module, args, kwargs)
+        self.forward = info
         stop = getattr(self.config, "stop_t", None)
-        if stop is not None and t is not None and not _is_compiling():
+        # Switch-off for KV methods: only when every row is at t <= stop_t. Decided on the host: free
+        # for host timesteps; device timesteps are read once (not while compiling: see the docs).
+        self.kv_off = False
+        if stop is not None and info.timesteps is not None and not is_compiling():
+            t = info.host_timesteps if info.host_timesteps is not None else info.timesteps.cpu()
             self.kv_off = bool((t <= stop).all())
-        else:
-            self.kv_off = False
 
-    def grid(self, site: BlockSite, num_tokens: int) -> tuple[int, int]:
-        if self.latent_hw is None:
-            raise RuntimeError("bigain: block called outside a forward of the patched denoiser")
-        h, w = self.latent_hw
-        if self.info.kind == "unet":
-            gh, gw = ops.level_grid(h, w, site.level)
-            if gh * gw != num_tokens:
-                gh, gw = ops.level_grid(h, w, ops.infer_level(h, w, num_tokens))
-        else:
-            p = self.info.patch_size
-            gh, gw = h // p, w // p
-            if gh * gw != num_tokens:
-                raise ValueError(f"bigain: {num_tokens} tokens do not fit a {gh}x{gw} patch grid")
-        return gh, gw
+    def current(self) -> ForwardInfo:
+        if self.forward is None:
+            raise RuntimeError("bigain: a block was called outside a forward of the patched denoiser")
+        return self.forward
 
 
 class BlockPatch:
-    """The hooks of one transformer block and the plan they share during one block call."""
+    """The hooks of one transformer block and what they share during one block call."""
 
-    def __init__(self, state: PatchState, site: BlockSite, level_param: int) -> None:
+    def __init__(self, state: PatchState, block: Block, param: int) -> None:
         self.state = state
-        self.site = site
+        self.block = block
         self.cfg = state.config
-        self.level_param = level_param  # KV methods: downsample factor of this block
-        self.plan: ops.MergePlan | ops.PrunePlan | None = None
-        self.salt = (int(getattr(self.cfg, "seed", 0)) * 1_000_003 + site.index * 7919 + 17) & 0xFFFFFFFF
+        self.param = param  # KV methods: the downsample factor of this block
+        self.plan: Any = None
+        self.salt = (int(getattr(self.cfg, "seed", 0)) * 1_000_003 + block.index * 7919 + 17) & 0xFFFFFFFF
         metric = getattr(self.cfg, "metric", "auto")
-        self.metric = state.info.default_metric if metric == "auto" else metric
+        self.metric = state.backbone.default_metric if metric == "auto" else metric
+        self._kv_in: torch.Tensor | None = None  # projection mode: the tensor to_k/to_v must replace
+        self._kv_src: torch.Tensor | None = None
+        self._t_len = 0  # text prefix length of the current call (Flux single-stream blocks)
 
-    # -- install -------------------------------------------------------------------------
-    def install(self) -> list[Any]:
-        b = self.site.block
-        handles = []
-        kind = self.cfg.kind
-        if kind == "kv":
-            handles.append(b.attn1.register_forward_pre_hook(self._kv_pre, with_kwargs=True))
-            return handles
-        handles.append(b.register_forward_pre_hook(self._block_pre, with_kwargs=True))
-        handles.append(b.attn1.register_forward_pre_hook(self._attn1_pre, with_kwargs=True))
-        if self.cfg.merge_attn:
-            handles.append(b.attn1.register_forward_hook(self._expand_post))
-        for flag, sub in (("merge_crossattn", "attn2"), ("merge_mlp", "ff")):
-            module = getattr(b, sub, None)
-            if getattr(self.cfg, flag) and module is not None:
-                handles.append(module.register_forward_pre_hook(self._reduce_pre, with_kwargs=True))
-                handles.append(module.register_forward_hook(self._expand_post))
-        return handles
+    # -- shared ------------------------------------------------------------------------------
+    def _image(self, x: torch.Tensor) -> tuple[int, torch.Tensor, tuple[int, int]]:
+        """(text prefix length, image tokens, grid) of a sub-layer input."""
+        info = self.state.current()
+        if self.block.text_prefix:
+            gh, gw = info.grid
+            t = x.shape[1] - gh * gw
+            img = x[:, t:]
+        else:
+            t, img = 0, x
+        return t, img, self.state.backbone.grid(info, self.block, img.shape[1])
 
-    # -- plans ---------------------------------------------------------------------------
-    def _choice(self, metric: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        cfg = self.cfg
-        keys = self.state.keys
-        if cfg.name == "bigain-tm":
-            score = ops.laplacian_score(metric, h, w, cfg.norm)
-            return ops.score_choice(score, h, w, cfg.sx, cfg.sy, rule=cfg.dst_rule)
-        if not cfg.use_rand:
-            return ops.fixed_choice(h, w, cfg.sx, cfg.sy, metric.device)
-        if keys is not None:
-            return ops.keyed_choice(keys.to(metric.device), self.salt, h, w, cfg.sx, cfg.sy)
-        if _is_compiling():
-            # A torch.Generator cannot be traced: draw from the keyed hash of a per-model step counter.
-            return ops.keyed_choice(self._trace_keys(metric.device), self.salt, h, w, cfg.sx, cfg.sy)
-        return ops.random_choice(h, w, cfg.sx, cfg.sy, self.state.generator, metric.device)
+    def _draw(self) -> Draw:
+        st = self.state
+        trace = None
+        if st.keys is None and is_compiling():
+            t = st.forward.timesteps if st.forward is not None else None
+            trace = torch.zeros(1, dtype=torch.int64) if t is None else t[:1].to(torch.int64)
+        return Draw(self.salt, st.keys, st.generator, trace)
 
-    def _trace_keys(self, device: torch.device) -> torch.Tensor:
-        t = self.state.timesteps
-        if t is None:
-            return torch.zeros(1, dtype=torch.int64, device=device)
-        return t[:1].to(device=device, dtype=torch.int64)
-
-    def _noise(self, metric: torch.Tensor) -> torch.Tensor | None:
-        b, n, _ = metric.shape
-        if self.cfg.noise_alpha == 0:
-            return None
-        if self.state.keys is not None:
-            return ops.keyed_normal(self.state.keys.to(metric.device), self.salt, n)
-        if _is_compiling():
-            return ops.keyed_normal(self._trace_keys(metric.device).expand(b), self.salt, n)
-        gen = self.state.generator
-        return torch.randn((b, n), generator=gen, device=gen.device).to(metric.device)
-
-    def make_plan(self, metric: torch.Tensor) -> None:
-        b, n, _ = metric.shape
-        h, w = self.state.grid(self.site, n)
-        cfg = self.cfg
-        if h // cfg.sy == 0 or w // cfg.sx == 0:
-            raise ValueError(
-                f"option sx={cfg.sx}, sy={cfg.sy} does not fit the {h}x{w} token grid of block "
-                f"{self.site.name}: each window must fit in the grid"
-            )
-        r = int(n * cfg.ratio)
-        if r <= 0:
-            self.plan = None
+    # -- install -----------------------------------------------------------------------------
+    def install(self, hooks: HookSet) -> None:
+        roles = self.block.roles
+        attn = roles["attn"]
+        if self.cfg.mechanism == "kv":
+            hooks.pre(attn, self._kv_pre)
+            if self.block.joint or self.block.text_prefix:
+                if getattr(attn, "fused_projections", False) or not hasattr(attn, "to_k"):
+                    raise ValueError(
+                        f"bigain: {self.cfg.name} needs separate to_k/to_v projections in {self.block.name}; "
+                        "call unfuse_qkv_projections() on the model first"
+                    )
+                hooks.pre(attn.to_k, self._kv_proj_pre)
+                hooks.pre(attn.to_v, self._kv_proj_pre)
+                hooks.post(attn, self._kv_post)
             return
-        if cfg.kind == "prune":
-            self.plan = ops.similarity_prune_plan(
-                metric, h, w, r, cfg.sx, cfg.sy, cfg.beta, cfg.noise_alpha, self._noise(metric)
-            )
-            return
-        choice = self._choice(metric, h, w)
-        dst, src = ops.partition(choice, h, w, cfg.sx, cfg.sy)
-        self.plan = ops.bipartite_merge_plan(metric, dst, src, r, cfg.mode)
+        if self.metric == "block":
+            hooks.pre(self.block.module, self._block_pre)
+        hooks.pre(attn, self._attn_pre)
+        reduced = self.cfg.reduced_roles()
+        if "attn" in reduced:
+            hooks.post(attn, self._expand_post)
+            if "attn2" in roles:
+                hooks.pre(roles["attn2"], self._reduce_pre)
+                hooks.post(roles["attn2"], self._expand_post)
+        for role in ("cross", "ff"):
+            if role in reduced and role in roles:
+                hooks.pre(roles[role], self._reduce_pre)
+                hooks.post(roles[role], self._expand_post)
 
-    # -- hook bodies ---------------------------------------------------------------------
+    # -- token methods -----------------------------------------------------------------------
+    def _make_plan(self, x: torch.Tensor) -> None:
+        _, img, (h, w) = self._image(x)
+        self.cfg.check_grid(h, w, f"block {self.block.name}")
+        self.plan = self.cfg.make_plan(img, h, w, self._draw())
+
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.block.text_prefix:
+            return self.plan.reduce(x)
+        t = self._t_len = x.shape[1] - self.plan.inverse.shape[1]
+        return torch.cat([x[:, :t], self.plan.reduce(x[:, t:])], dim=1)
+
+    def _expand(self, y: torch.Tensor) -> torch.Tensor:
+        if not self.block.text_prefix:
+            return self.plan.expand(y)
+        t = self._t_len
+        return torch.cat([y[:, :t], self.plan.expand(y[:, t:])], dim=1)
+
     def _block_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.plan = None
-        if self.metric == "block":
-            self.make_plan(_first_tensor(args, kwargs, "hidden_states"))
+        self._make_plan(_hidden(args, kwargs))
 
-    def _attn1_pre(self, module: nn.Module, args: tuple, kwargs: dict):
-        x = _first_tensor(args, kwargs, "hidden_states")
+    def _attn_pre(self, module: nn.Module, args: tuple, kwargs: dict):
+        x = _hidden(args, kwargs)
         if self.metric == "attn":
-            self.make_plan(x)
-        if self.plan is None or not self.cfg.merge_attn:
+            self.plan = None
+            self._make_plan(x)
+        if self.plan is None or "attn" not in self.cfg.reduced_roles():
             return None
-        return _replace_first(args, kwargs, "hidden_states", self.plan.reduce(x))
+        return _with_hidden(args, kwargs, self._reduce(x))
 
     def _reduce_pre(self, module: nn.Module, args: tuple, kwargs: dict):
         if self.plan is None:
             return None
-        x = _first_tensor(args, kwargs, "hidden_states")
-        if x.shape[1] != self.plan.inverse.shape[1]:
+        x = _hidden(args, kwargs)
+        n = self.plan.inverse.shape[1]
+        if x.shape[1] != n and not self.block.text_prefix:
             raise RuntimeError(
-                f"bigain: {self.site.name} got {x.shape[1]} tokens but planned {self.plan.inverse.shape[1]} "
+                f"bigain: {self.block.name} got {x.shape[1]} tokens but planned {n} "
                 "(feed-forward chunking is not supported with merge_mlp)"
             )
-        return _replace_first(args, kwargs, "hidden_states", self.plan.reduce(x))
+        return _with_hidden(args, kwargs, self._reduce(x))
 
-    def _expand_post(self, module: nn.Module, args: tuple, output: torch.Tensor):
+    def _expand_post(self, module: nn.Module, output: Any):
         if self.plan is None:
             return None
-        return self.plan.expand(output)
+        if isinstance(output, tuple):  # joint attention: (image, text, ...)
+            return (self._expand(output[0]),) + tuple(output[1:])
+        return self._expand(output)
 
+    # -- KV methods --------------------------------------------------------------------------
     def _kv_pre(self, module: nn.Module, args: tuple, kwargs: dict):
-        if self.state.kv_off or self.level_param <= 1 or kwargs.get("encoder_hidden_states") is not None:
+        self._kv_in = self._kv_src = None
+        st = self.state
+        if st.kv_off or self.param <= 1:
             return None
-        x = _first_tensor(args, kwargs, "hidden_states")
-        h, w = self.state.grid(self.site, x.shape[1])
-        s = self.level_param
-        if h // s == 0 or w // s == 0:
-            raise ValueError(
-                f"option downsample_factor={s} does not fit the {h}x{w} token grid of block {self.site.name}"
+        x = _hidden(args, kwargs)
+        t_len, img, (h, w) = self._image(x)
+        self.cfg.check_grid(h, w, self.param, f"block {self.block.name}")
+        src = self.cfg.kv_source(img, h, w, self.param, st.current().timesteps)
+        if self.block.joint or self.block.text_prefix:
+            self._kv_in = x
+            self._kv_src = torch.cat([x[:, :t_len], src], dim=1) if t_len else src
+            return None
+        if kwargs.get("encoder_hidden_states") is not None:
+            raise RuntimeError(
+                f"bigain: {self.cfg.name} gives {self.block.name}'s self-attention its keys and values, "
+                "but the call already passes encoder_hidden_states"
             )
-        t = self.state.timesteps
-        alpha = self.cfg.alpha_for(t) if t is not None else self.cfg.alpha_for(torch.full((x.shape[0],), 999.0))
-        if isinstance(alpha, torch.Tensor):
-            alpha = alpha.to(x.device)
         kwargs = dict(kwargs)
-        kwargs["encoder_hidden_states"] = ops.downsample_tokens(x, h, w, s, alpha)
+        kwargs["encoder_hidden_states"] = src
         return args, kwargs
+
+    def _kv_proj_pre(self, module: nn.Module, args: tuple, kwargs: dict):
+        if self._kv_src is None:
+            return None
+        if not args or args[0] is not self._kv_in:
+            return None
+        return (self._kv_src,) + tuple(args[1:]), kwargs
+
+    def _kv_post(self, module: nn.Module, output: Any) -> None:
+        self._kv_in = self._kv_src = None
+        return None

@@ -1,0 +1,129 @@
+"""What the patching layer needs to know about a denoiser family, as data plus a few small functions.
+
+An adapter says where the transformer blocks live, the role of each sub-layer, how the hidden
+states are laid out, how to find the token grid and the timestep (0-1000 scale) from the model's
+inputs, and the default placement. The hooks in `bigain.patching` are generic over this.
+
+Sub-layer roles:
+- "attn":  the attention that token methods reduce and KV methods downsample (self-attention on
+           U-Net/DiT/PixArt; the joint image-text attention on SD3/Flux, image stream only);
+- "attn2": a second image self-attention reduced with the same plan (SD3.5's dual attention);
+- "cross": cross-attention to text (reduced only with merge_crossattn);
+- "ff":    the feed-forward (reduced only with merge_mlp).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+# The paper's DiT-XL/2 placement: 0-based blocks 1-5 and 7-11 of 28.
+PAPER_DIT_BLOCKS = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)
+PAPER_DIT_DEPTH = 28
+
+
+def relative_placement(num_blocks: int) -> tuple[int, ...]:
+    """The paper's DiT placement mapped by relative depth onto a model with `num_blocks` blocks:
+    block j is chosen when floor(j * 28 / num_blocks) is one of the paper's indices."""
+    return tuple(j for j in range(num_blocks) if (j * PAPER_DIT_DEPTH) // num_blocks in PAPER_DIT_BLOCKS)
+
+
+@dataclass
+class Block:
+    """One transformer block a method may act on."""
+
+    index: int  # position among the model's transformer blocks, in forward order
+    name: str  # module path, e.g. "down_blocks.0.attentions.0.transformer_blocks.0"
+    module: nn.Module
+    level: int  # the block's token grid is `level` times coarser than level 1 (1 on transformers)
+    roles: dict[str, nn.Module] = field(default_factory=dict)
+    joint: bool = False  # attention also takes text as encoder_hidden_states (SD3 / Flux double-stream)
+    text_prefix: bool = False  # the attention's tokens are [text; image] (Flux single-stream)
+
+    @property
+    def block(self) -> nn.Module:  # older name, kept for callers of the report
+        return self.module
+
+
+@dataclass
+class ForwardInfo:
+    """What one forward of the denoiser looks like, read by the model pre-hook."""
+
+    grid: tuple[int, int]  # level-1 grid: latent (H, W) on U-Nets, the token grid on transformers
+    timesteps: torch.Tensor | None  # (B,) on the 0-1000 scale, on the input's device
+    host_timesteps: torch.Tensor | None = None  # the same on the CPU when the caller gave host values
+    extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific (e.g. Flux rotary tables)
+
+
+def as_timesteps(t: Any, batch: int, device: torch.device, scale: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(device timesteps, host timesteps or None) as (B,) float tensors on the 0-1000 scale.
+
+    Host values (Python numbers, CPU tensors) are kept so that decisions on t need no device sync.
+    """
+    if t is None:
+        return None, None
+    host = None
+    if not isinstance(t, torch.Tensor):
+        host = torch.as_tensor(t, dtype=torch.float64)
+        t = host
+    elif t.device.type == "cpu":
+        host = t
+    if t.dim() == 0:
+        t = t.reshape(1)
+    if t.shape[0] != batch:
+        t = t.expand(batch)
+    dev = t.to(device=device, dtype=torch.float32)
+    if scale != 1.0:
+        dev = dev * scale
+    if host is not None:
+        host = t.detach().to(torch.float64) * scale
+    return dev, host
+
+
+class Backbone:
+    """One denoiser family. Subclasses fill in the class attributes and the small functions."""
+
+    name: ClassVar[str] = ""
+    classes: ClassVar[tuple[str, ...]] = ()  # diffusers class names this adapter takes
+    default_metric: ClassVar[str] = "attn"  # the merge metric: "block" input or "attn" input
+    patch_size_attr: ClassVar[str] = "patch_size"
+
+    def matches(self, model: nn.Module) -> bool:
+        return type(model).__name__ in self.classes
+
+    def blocks(self, model: nn.Module) -> list[Block]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
+        """Default placement as block indices, or None to place by level (`max_downsample`)."""
+        return None
+
+    def default_level(self, blocks: list[Block]) -> int:
+        """The level that level-placed methods act on by default."""
+        return 1
+
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:  # pragma: no cover
+        raise NotImplementedError
+
+    def grid(self, info: ForwardInfo, block: Block, num_tokens: int) -> tuple[int, int]:
+        """The (H, W) token grid of `block` in this forward."""
+        gh, gw = info.grid
+        if gh * gw != num_tokens:
+            raise ValueError(f"bigain: {num_tokens} image tokens do not fit the {gh}x{gw} token grid of {block.name}")
+        return gh, gw
+
+    def sample_grid(self, model: nn.Module) -> tuple[int, int] | None:
+        """The level-1 grid at the model's configured sample size (for the report), if known."""
+        s = getattr(model.config, "sample_size", None)
+        if s is None:
+            return None
+        h, w = (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
+        p = int(getattr(model.config, self.patch_size_attr, 1) or 1)
+        return h // p, w // p
+
+    def block_grid(self, grid: tuple[int, int], level: int) -> tuple[int, int]:
+        """The token grid of a block at `level` given the level-1 grid."""
+        return grid

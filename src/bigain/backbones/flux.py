@@ -1,0 +1,68 @@
+"""Flux (`FluxTransformer2DModel`): double-stream blocks (joint attention as in SD3, image and text
+with their own projections) followed by single-stream blocks (one attention over [text; image]).
+Tokens are packed 2x2 latent patches; the grid comes from `img_ids` (row, column per token);
+the timestep arrives as a sigma in [0, 1] and is read as t = 1000 * sigma.
+
+Rotary position embeddings follow the tokens: when a method changes the image tokens an attention
+sees, bigain applies the rotary embedding itself (with the positions of the kept tokens, or of the
+downsampled keys) after the q/k norms, and the attention processor gets none.
+
+Default placement: the paper's DiT-XL/2 placement mapped by relative depth over all blocks in
+forward order (double then single).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+
+
+class FluxBackbone(Backbone):
+    name = "flux"
+    classes = ("FluxTransformer2DModel",)
+    default_metric = "attn"
+    rope_kwarg = "image_rotary_emb"
+
+    def __init__(self) -> None:
+        self._grid_cache: dict[tuple, tuple[int, int]] = {}
+
+    def blocks(self, model: nn.Module) -> list[Block]:
+        out = []
+        for i, b in enumerate(model.transformer_blocks):
+            out.append(Block(len(out), f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True))
+        for i, b in enumerate(model.single_transformer_blocks):
+            out.append(Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, text_prefix=True))
+        return out
+
+    def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
+        return relative_placement(len(blocks))
+
+    def _grid(self, img_ids: torch.Tensor | None, num_tokens: int) -> tuple[int, int]:
+        if img_ids is None:
+            raise ValueError("bigain: Flux needs `img_ids` to know the token grid")
+        ids = img_ids[0] if img_ids.dim() == 3 else img_ids
+        key = (ids.data_ptr(), tuple(ids.shape), str(ids.device), ids._version)
+        grid = self._grid_cache.get(key)
+        if grid is None:  # one host read per new ids tensor (pipelines reuse it at every step)
+            last = ids[-1].tolist()
+            grid = (int(last[1]) + 1, int(last[2]) + 1)
+            if grid[0] * grid[1] != num_tokens:
+                raise ValueError(f"bigain: img_ids describe a {grid[0]}x{grid[1]} grid but there are {num_tokens} tokens")
+            if len(self._grid_cache) > 64:
+                self._grid_cache.clear()
+            self._grid_cache[key] = grid
+        return grid
+
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
+        x = args[0] if args else kwargs.get("hidden_states")
+        if x is None or x.dim() != 3:
+            raise ValueError("bigain: the Flux transformer input must be packed (B, N, C) tokens")
+        t = args[3] if len(args) > 3 else kwargs.get("timestep")
+        dev, host = as_timesteps(t, x.shape[0], x.device, scale=1000.0)
+        img_ids = args[4] if len(args) > 4 else kwargs.get("img_ids")
+        return ForwardInfo(self._grid(img_ids, x.shape[1]), dev, host)
+
+    def sample_grid(self, model: nn.Module) -> tuple[int, int] | None:
+        return None

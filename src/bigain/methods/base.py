@@ -1,0 +1,130 @@
+"""What every method shares: option checks, the placement options, and where random draws come from.
+
+A method config is a validated dataclass. The patching layer never looks at a method's name: it asks
+the config which *mechanism* it uses ("tokens": reduce the tokens a sub-layer sees and expand its
+output; "kv": give self-attention a smaller key/value source; "none") and then calls the config's
+own operator choices (`make_plan`, `kv_source`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Union
+
+import torch
+
+from .. import ops
+
+Blocks = Union[None, str, Sequence[int]]  # noqa: UP007 (runtime alias, py3.10)
+
+LEVELS = (1, 2, 4, 8, 16, 32)
+
+
+def check(cond: bool, name: str, value: Any, allowed: str) -> None:
+    """Raise the one error shape every option uses: the option, its value and what is allowed."""
+    if not cond:
+        raise ValueError(f"option {name}={value!r} is out of range: expected {allowed}")
+
+
+def is_real(value: Any) -> bool:
+    """A finite int/float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class Draw:
+    """Where the random choices of one block call come from.
+
+    keys: per-row int64 keys (the classifier and the sampler key draws by image, t and noise, so a
+    row's draw does not depend on what shares its batch); trace_keys: keys used while compiling,
+    where a torch.Generator cannot be traced; generator: the eager default (tomesd's stream).
+    """
+
+    salt: int
+    keys: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    trace_keys: torch.Tensor | None = None
+
+    def window_choice(self, height: int, width: int, sx: int, sy: int, device: torch.device) -> torch.Tensor:
+        """A random destination index per sx x sy window: (B or 1, H//sy, W//sx)."""
+        if self.keys is not None:
+            return ops.keyed_choice(self.keys.to(device), self.salt, height, width, sx, sy)
+        if self.trace_keys is not None:
+            return ops.keyed_choice(self.trace_keys.to(device), self.salt, height, width, sx, sy)
+        return ops.random_choice(height, width, sx, sy, self.generator, device)
+
+    def normal(self, batch: int, count: int, device: torch.device) -> torch.Tensor:
+        """Standard normal noise (batch, count)."""
+        if self.keys is not None:
+            return ops.keyed_normal(self.keys.to(device), self.salt, count)
+        if self.trace_keys is not None:
+            return ops.keyed_normal(self.trace_keys.to(device).expand(batch), self.salt, count)
+        gen = self.generator
+        gen_device = gen.device if gen is not None else device
+        return torch.randn((batch, count), generator=gen, device=gen_device).to(device)
+
+
+@dataclass
+class MethodConfig:
+    """Options shared by every method: where it acts and what to do when it would act nowhere.
+
+    blocks: None (the backbone's default placement), "all", or indices into the model's list of
+        transformer blocks (in forward order).
+    max_downsample: on U-Nets, act only on blocks whose grid is at most this many times coarser
+        than the latent (1 = highest resolution; None = the backbone's default level). Transformer
+        backbones have every block at level 1 and ignore it.
+    on_empty: "error" | "warn" | "ignore" when the placement selects no block.
+    """
+
+    name: ClassVar[str] = "none"
+    mechanism: ClassVar[str] = "none"  # "none" | "tokens" | "kv"
+
+    blocks: Blocks = None
+    max_downsample: int | None = None
+    on_empty: str = "error"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        md = self.max_downsample
+        check(md is None or (is_int(md) and md >= 1), "max_downsample", md,
+              "None or an integer >= 1 (1, 2, 4 or 8 on SD U-Nets)")
+        check(self.on_empty in ("error", "warn", "ignore"), "on_empty", self.on_empty, "'error', 'warn' or 'ignore'")
+        if isinstance(self.blocks, str):
+            check(self.blocks in ("all", "default"), "blocks", self.blocks, "None, 'all', 'default' or a list of ints")
+        elif self.blocks is not None:
+            ok = isinstance(self.blocks, Sequence) and all(is_int(b) and b >= 0 for b in self.blocks)
+            check(ok, "blocks", self.blocks, "non-negative block indices")
+            self.blocks = tuple(self.blocks)
+
+    # -- placement ---------------------------------------------------------------------------
+    def level_params(self, default_max_downsample: int) -> dict[int, int]:
+        """U-Net placement by level: downsample level -> the per-block parameter (1 = active)."""
+        md = default_max_downsample if self.max_downsample is None else self.max_downsample
+        return {lvl: 1 for lvl in LEVELS if lvl <= md}
+
+    def block_param(self, level: int) -> int:
+        """The per-block parameter for a block chosen by index (`blocks=`)."""
+        return 1
+
+    # -- report ------------------------------------------------------------------------------
+    def reduced_tokens(self, num_tokens: int, height: int, width: int, param: int) -> int:
+        """Tokens the compressed sub-layer works on (queries for token methods, keys for KV)."""
+        return num_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.name}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Generator):
+                v = "<generator>"
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out

@@ -1,0 +1,70 @@
+"""Shared base of the token-reduction methods (ToMe, BiGain-TM, SiTo): sx x sy windows, a ratio,
+the sub-layers to reduce, and the checks that a window fits the grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from .base import Draw, MethodConfig, check, is_int, is_real
+
+
+@dataclass
+class WindowedConfig(MethodConfig):
+    """ratio: fraction of a block's tokens removed; sx, sy: window (one destination per window);
+    metric: "auto" (the backbone's default), "block" (block input) or "attn" (attention input);
+    merge_attn / merge_crossattn / merge_mlp: which sub-layers run on the reduced tokens."""
+
+    mechanism: ClassVar[str] = "tokens"
+
+    ratio: float = 0.5
+    sx: int = 2
+    sy: int = 2
+    metric: str = "auto"
+    merge_attn: bool = True
+    merge_crossattn: bool = False
+    merge_mlp: bool = False
+    seed: int = 0
+    generator: torch.Generator | None = field(default=None, repr=False, compare=False)
+
+    def validate(self) -> None:
+        super().validate()
+        check(is_real(self.ratio) and 0.0 <= self.ratio < 1.0, "ratio", self.ratio, "[0, 1)")
+        check(is_int(self.sx) and self.sx >= 1, "sx", self.sx, "an integer >= 1")
+        check(is_int(self.sy) and self.sy >= 1, "sy", self.sy, "an integer >= 1")
+        check(self.sx * self.sy >= 2, "sx*sy", self.sx * self.sy, ">= 2 (a window needs a source token)")
+        check(self.metric in ("auto", "block", "attn"), "metric", self.metric, "'auto', 'block' or 'attn'")
+        if self.generator is not None:
+            check(isinstance(self.generator, torch.Generator), "generator", self.generator, "a torch.Generator")
+
+    def reduced_roles(self) -> tuple[str, ...]:
+        """Sub-layer roles that run on the reduced tokens (the backbone maps roles to modules)."""
+        flags = (("attn", self.merge_attn), ("cross", self.merge_crossattn), ("ff", self.merge_mlp))
+        return tuple(role for role, on in flags if on)
+
+    def removed(self, num_tokens: int, height: int, width: int) -> int:
+        """Tokens removed from a block of `num_tokens` (never more than there are sources)."""
+        n_src = num_tokens - (height // self.sy) * (width // self.sx)
+        return max(0, min(int(num_tokens * self.ratio), n_src))
+
+    def reduced_tokens(self, num_tokens: int, height: int, width: int, param: int) -> int:
+        return num_tokens - self.removed(num_tokens, height, width)
+
+    def check_grid(self, height: int, width: int, where: str) -> None:
+        if height // self.sy == 0 or width // self.sx == 0:
+            raise ValueError(
+                f"option sx={self.sx}, sy={self.sy} does not fit the {height}x{width} token grid of {where}: "
+                "each window must fit in the grid"
+            )
+
+    def make_plan(self, metric: torch.Tensor, height: int, width: int, draw: Draw):
+        """The token plan of one block call from its metric (B, N, C), or None when nothing is removed."""
+        r = int(metric.shape[1] * self.ratio)
+        if r <= 0:
+            return None
+        return self.plan(metric, height, width, r, draw)
+
+    def plan(self, metric: torch.Tensor, height: int, width: int, r: int, draw: Draw):  # pragma: no cover
+        raise NotImplementedError

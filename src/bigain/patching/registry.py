@@ -1,0 +1,119 @@
+"""Installing bigain's hooks: in diffusers' own hook registry where it exists, torch hooks otherwise.
+
+Registering in diffusers' `HookRegistry` (diffusers >= 0.33) under the name "bigain" lets bigain
+stack with diffusers' caches (First Block Cache, Pyramid Attention Broadcast, ...): each can be
+enabled and removed on its own. With an older diffusers the same functions run as plain torch
+forward hooks. Either way a hook is a pre function `(module, args, kwargs) -> None | (args, kwargs)`
+and a post function `(module, output) -> None | output`; removal leaves the module as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+try:  # diffusers >= 0.33
+    from diffusers.hooks import HookRegistry, ModelHook
+except ImportError:  # pragma: no cover - exercised by forcing USE_DIFFUSERS_REGISTRY = False
+    HookRegistry = ModelHook = None  # type: ignore[assignment,misc]
+
+HOOK_NAME = "bigain"
+USE_DIFFUSERS_REGISTRY = HookRegistry is not None
+
+Pre = Callable[[nn.Module, tuple, dict], Any]
+Post = Callable[[nn.Module, Any], Any]
+
+
+def _run_pre(fns: list[Pre], module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    for fn in fns:
+        res = fn(module, args, kwargs)
+        if res is not None:
+            args, kwargs = res
+    return args, kwargs
+
+
+def _run_post(fns: list[Post], module: nn.Module, output: Any) -> Any:
+    for fn in fns:
+        res = fn(module, output)
+        if res is not None:
+            output = res
+    return output
+
+
+if ModelHook is not None:
+
+    class _DiffusersHook(ModelHook):
+        """All of bigain's pre and post functions for one module, as one named diffusers hook."""
+
+        def __init__(self, pre: list[Pre], post: list[Post]) -> None:
+            super().__init__()
+            self.pre, self.post = pre, post
+
+        def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+            return _run_pre(self.pre, module, args, kwargs)
+
+        def post_forward(self, module: nn.Module, output: Any) -> Any:
+            return _run_post(self.post, module, output)
+
+
+class HookSet:
+    """The hooks of one patch, grouped by module, installed together and removed together."""
+
+    def __init__(self) -> None:
+        self._pre: dict[nn.Module, list[Pre]] = {}
+        self._post: dict[nn.Module, list[Post]] = {}
+        self._order: list[nn.Module] = []
+        self._handles: list[Any] = []
+        self._registered: list[nn.Module] = []
+
+    def _track(self, module: nn.Module) -> None:
+        if module not in self._pre:
+            self._pre[module], self._post[module] = [], []
+            self._order.append(module)
+
+    def pre(self, module: nn.Module, fn: Pre) -> None:
+        self._track(module)
+        self._pre[module].append(fn)
+
+    def post(self, module: nn.Module, fn: Post) -> None:
+        self._track(module)
+        self._post[module].append(fn)
+
+    def install(self) -> None:
+        for m in self._order:
+            pre, post = self._pre[m], self._post[m]
+            if USE_DIFFUSERS_REGISTRY:
+                HookRegistry.check_if_exists_or_initialize(m).register_hook(_DiffusersHook(pre, post), HOOK_NAME)
+                self._registered.append(m)
+                continue
+            if pre:
+                self._handles.append(
+                    m.register_forward_pre_hook(lambda mod, a, k, _f=pre: _run_pre(_f, mod, a, k), with_kwargs=True)
+                )
+            if post:
+                self._handles.append(m.register_forward_hook(lambda mod, a, out, _f=post: _run_post(_f, mod, out)))
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for m in self._registered:
+            _unregister(m)
+        self._registered.clear()
+
+
+def _unregister(module: nn.Module) -> None:
+    registry = getattr(module, "_diffusers_hook", None)
+    if registry is None:
+        return
+    registry.remove_hook(HOOK_NAME, recurse=False)
+    if registry.hooks:
+        return
+    # Nothing else is registered: leave the module exactly as an unhooked one (no registry, the
+    # class's own forward instead of an instance attribute).
+    del module._diffusers_hook
+    fwd = module.__dict__.get("forward")
+    if fwd is not None and getattr(fwd, "__func__", None) is type(module).forward:
+        del module.forward
