@@ -101,3 +101,58 @@ def test_sito_similarity_dtype_holds_under_autocast(dtype):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cast = ops.similarity_prune_plan(metric, 8, 8, 24, noise=noise, similarity_dtype=dtype)
     assert torch.equal(plain.keep_idx, cast.keep_idx) and torch.equal(plain.inverse, cast.inverse)
+
+
+def test_sito_config_similarity_dtype_reaches_the_plan():
+    from bigain import make_config
+    from bigain.methods.base import Draw
+
+    cfg = make_config("sito", noise_alpha=0.0, similarity_dtype="float16")
+    assert cfg.similarity_dtype == "fp16"
+    assert make_config("sito").similarity_dtype == "fp32"
+    metric, _ = _features(0)
+    got = cfg.plan(metric, 8, 8, 24, Draw(salt=0))
+    kept, _, tie_at_cut = ref_sito_half(metric[0], 8, 8, 24, torch.zeros(64), noise_alpha=0.0)
+    assert not tie_at_cut and set(got.keep_idx[0].tolist()) == kept
+    default = make_config("sito", noise_alpha=0.0).plan(metric, 8, 8, 24, Draw(salt=0))
+    assert set(default.keep_idx[0].tolist()) != kept
+    with pytest.raises(ValueError, match="similarity_dtype"):
+        make_config("sito", similarity_dtype="fp8")
+
+
+# Timesteps a sampler or the classifier may pass: every integer t, and Euler's float32 ladder.
+_TIMESTEPS = [float(t) for t in range(1000)] + torch.linspace(999, 0, 50).tolist()
+
+
+def test_bigain_td_alpha_schedule_equals_python_float_arithmetic():
+    from bigain import make_config
+
+    start, end = 0.8, 1.2
+    cfg = make_config("bigain-td", alpha_schedule=(start, end))
+    t = torch.tensor(_TIMESTEPS, dtype=torch.float32)
+    alpha = cfg.alpha_for(t)
+    python = [start * (s / 999) + end * (1 - s / 999) for s in t.tolist()]
+    assert alpha.tolist() == python
+    # the blend weights as float32 kernels see them: f32(alpha) and f32(1 - alpha)
+    assert torch.equal(alpha.to(torch.float32), torch.tensor(python, dtype=torch.float32))
+    assert torch.equal(
+        (1 - alpha).to(torch.float32), torch.tensor([1 - a for a in python], dtype=torch.float32)
+    )
+    assert torch.equal(cfg.alpha_for(t.to(torch.int64)[:1000]), alpha[:1000])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_bigain_td_kv_source_per_row_schedule_equals_reference_blend(dtype):
+    from bigain import make_config
+
+    start, end = 0.8, 1.2
+    cfg = make_config("bigain-td", alpha_schedule=(start, end))
+    ts = [975.0, 525.0, 25.0, 979.591796875]
+    h = w = 8
+    tokens = torch.randn(len(ts), h * w, 6, generator=torch.Generator().manual_seed(7)).to(dtype)
+    got = cfg.kv_source(tokens, h, w, 2, torch.tensor(ts))
+    for row, s in enumerate(ts):
+        a = start * (s / 999) + end * (1 - s / 999)
+        grid = ops.tokens_to_map(tokens[row : row + 1], h, w)
+        expected = ops.map_to_tokens(a * ops.nearest_exact(grid, 2) + (1 - a) * ops.average(grid, 2))
+        assert torch.equal(got[row : row + 1], expected), (dtype, s)

@@ -18,7 +18,9 @@ class BiGainTDConfig(ToDoConfig):
     """BiGain-TD: alpha * nearest + (1 - alpha) * average pooling as the key/value source.
 
     alpha is unclamped (> 1 extrapolates). alpha_schedule=(a_999, a_0) makes alpha linear in t,
-    from a_999 at t = 999 to a_0 at t = 0 (the paper's generation schedule is (0.8, 1.2)).
+    from a_999 at t = 999 to a_0 at t = 0 (the paper's generation schedule is (0.8, 1.2)), per row
+    of the batch. The schedule is computed in float64, so alpha and 1 - alpha carry the same bits
+    as the reference's Python-float arithmetic.
     """
 
     name: ClassVar[str] = "bigain-td"
@@ -40,5 +42,8 @@ class BiGainTDConfig(ToDoConfig):
         start, end = self.alpha_schedule
         if t is None:
             return float(start)
-        frac = t.float().clamp(0, 999) / 999.0
+        t = t.detach()
+        if t.device.type == "mps":  # no float64 there; a few numbers, read once
+            t = t.cpu()
+        frac = t.to(torch.float64).clamp(0, 999) / 999.0
         return start * frac + end * (1.0 - frac)

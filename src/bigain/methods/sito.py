@@ -10,24 +10,48 @@ from typing import ClassVar
 import torch
 
 from .. import ops
+from ..precision import DTYPES
 from .base import Draw, check, is_real
 from .windowed import WindowedConfig
 
 
 @dataclass
 class SiToConfig(WindowedConfig):
-    """SiTo: similarity-based token pruning with recovery by copy, noise from an explicit generator."""
+    """SiTo: similarity-based token pruning with recovery by copy, noise from an explicit generator.
+
+    similarity_dtype: precision of the cosine similarities, scores and noise term ("fp32", "fp16",
+    "bf16"). The default "fp32" computes the operator as described, separating near-ties; "fp16" is
+    what SiTo's authors run (the metric cast to float16 first) and reproduces their kept-token sets.
+    """
 
     name: ClassVar[str] = "sito"
     beta: float = 1.0
     noise_alpha: float = 0.1
+    similarity_dtype: str = "fp32"
 
     def validate(self) -> None:
         super().validate()
         check(is_real(self.beta), "beta", self.beta, "a finite real number")
         check(is_real(self.noise_alpha) and self.noise_alpha >= 0, "noise_alpha", self.noise_alpha, "a finite number >= 0")
+        names = {v: k for k, v in DTYPES.items()}
+        aliases = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+        value = self.similarity_dtype
+        value = names.get(value, value) if isinstance(value, torch.dtype) else aliases.get(value, value)
+        check(value in DTYPES, "similarity_dtype", self.similarity_dtype, "one of " + ", ".join(DTYPES))
+        self.similarity_dtype = value
 
     def plan(self, metric: torch.Tensor, height: int, width: int, r: int, draw: Draw) -> ops.PrunePlan:
         b, n, _ = metric.shape
         noise = None if self.noise_alpha == 0 else draw.normal(b, n, metric.device)
-        return ops.similarity_prune_plan(metric, height, width, r, self.sx, self.sy, self.beta, self.noise_alpha, noise)
+        return ops.similarity_prune_plan(
+            metric,
+            height,
+            width,
+            r,
+            self.sx,
+            self.sy,
+            self.beta,
+            self.noise_alpha,
+            noise,
+            similarity_dtype=DTYPES[self.similarity_dtype],
+        )

@@ -63,7 +63,5 @@ class ToDoConfig(MethodConfig):
         self, tokens: torch.Tensor, height: int, width: int, factor: int, t: torch.Tensor | None
     ) -> torch.Tensor:
         """(B, N, C) tokens on an H x W grid -> (B, (H//f)*(W//f), C) key/value source."""
-        alpha = self.alpha_for(t)
-        if isinstance(alpha, torch.Tensor):
-            alpha = alpha.to(tokens.device)
-        return ops.downsample_tokens(tokens, height, width, factor, alpha)
+        # a tensor alpha stays float64 where it is: the operator rounds the weights and moves them
+        return ops.downsample_tokens(tokens, height, width, factor, self.alpha_for(t))
