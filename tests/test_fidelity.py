@@ -156,3 +156,31 @@ def test_bigain_td_kv_source_per_row_schedule_equals_reference_blend(dtype):
         grid = ops.tokens_to_map(tokens[row : row + 1], h, w)
         expected = ops.map_to_tokens(a * ops.nearest_exact(grid, 2) + (1 - a) * ops.average(grid, 2))
         assert torch.equal(got[row : row + 1], expected), (dtype, s)
+
+
+def _unet_outputs(method: str | None, timesteps, **options) -> torch.Tensor:
+    import bigain
+    from conftest import make_tiny_unet
+
+    unet = make_tiny_unet()
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 4, 16, 16, generator=g)
+    cond = torch.randn(2, 5, 32, generator=g)
+    if method is not None:
+        bigain.apply(unet, method, **options)
+    with torch.no_grad():
+        return unet(x, timesteps, encoder_hidden_states=cond).sample
+
+
+@pytest.mark.parametrize("method", ["todo", "bigain-td"])
+def test_kv_switch_off_only_when_every_row_is_at_or_below_stop_t(method):
+    base = _unet_outputs(None, torch.tensor([0, 500]))
+    # every row at t = 0 (a tensor or a Python number): the operator is off, output is the baseline
+    assert torch.equal(_unet_outputs(method, torch.tensor([0, 0])), _unet_outputs(None, torch.tensor([0, 0])))
+    assert torch.equal(_unet_outputs(method, 0), _unet_outputs(None, 0))
+    # a batch that mixes t = 0 with t > 0 is compressed in every row, the t = 0 row included
+    mixed = _unet_outputs(method, torch.tensor([0, 500]))
+    assert not torch.equal(mixed[0], base[0]) and not torch.equal(mixed[1], base[1])
+    # stop_t=None never switches off; a higher stop_t switches off more
+    assert not torch.equal(_unet_outputs(method, 0, stop_t=None), _unet_outputs(None, 0))
+    assert torch.equal(_unet_outputs(method, torch.tensor([0, 500]), stop_t=500), base)
