@@ -289,3 +289,99 @@ def test_summary_covers_the_current_limit(tmp_path):
     run_classification(bundle, data, tmp_path, **RUN)
     s = run_classification(bundle, data, tmp_path, limit=2, **RUN)
     assert s["num_images"] == 2 and s["complete"] and len(ids_of(tmp_path)) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# failures never poison a run
+# --------------------------------------------------------------------------------------------
+def _strict_lines(path: Path) -> list[dict]:
+    """Every line of a results file parsed as strict JSON (a bare NaN/Infinity fails the test)."""
+
+    def reject(constant: str):
+        raise AssertionError(f"{path} holds the non-JSON constant {constant}")
+
+    return [json.loads(x, parse_constant=reject) for x in path.read_text().splitlines()]
+
+
+def test_nonfinite_denoiser_error_is_an_error_record_not_a_prediction(tmp_path):
+    data = make_data(6)
+    data.images[2, 0, 3, 3] = float("nan")  # the denoiser's error on this image is NaN
+    s = run_classification(make_bundle(), data, tmp_path, images_per_group=3, **RUN)
+    recs = {r["id"]: r for r in _strict_lines(tmp_path / "results.jsonl")}
+    bad = recs["000002"]
+    assert bad["prediction"] is None and "NonFiniteError" in bad["error"] and "non-finite" in bad["error"]
+    assert all(r["error"] is None and r["prediction"] is not None for k, r in recs.items() if k != "000002")
+    assert s["num_scored"] == 5 and s["num_failed"] == 1
+    json.loads((tmp_path / "summary.json").read_text(), parse_constant=pytest.fail)  # strict JSON too
+
+
+def test_a_batch_where_every_image_is_nonfinite_stops_the_run(tmp_path):
+    from bigain.classify.runner import NonFiniteError
+
+    data = make_data(4)
+    data.images[:2] = float("nan")
+    with pytest.raises(NonFiniteError, match="all 2 images of a batch"):
+        run_classification(make_bundle(), data, tmp_path, images_per_group=2, **RUN)
+    assert not _strict_lines(tmp_path / "results.jsonl")  # nothing recorded for the failed batch
+
+
+def test_failed_images_are_retried_on_resume(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for k, name in enumerate(["ant", "bee", "cat", "dog", "eel", "fox"]):
+        (root / name).mkdir(parents=True)
+        Image.new("L", (20, 18), color=40 * k).save(root / name / "a.png")
+    (root / "bee" / "b.png").write_bytes(b"not a png")
+    out = tmp_path / "run"
+    s = run_classification(make_bundle(), load_dataset(f"folder:{root}"), out, **RUN)
+    assert s["num_failed"] == 1
+    Image.new("L", (20, 18), color=7).save(root / "bee" / "b.png")  # the file is fixed
+    s = run_classification(make_bundle(), load_dataset(f"folder:{root}"), out, **RUN)
+    assert s["num_failed"] == 0 and s["num_scored"] == 7
+    assert len(ids_of(out)) == 7  # the failed record was replaced, not duplicated
+    (root / "bee" / "b.png").write_bytes(b"broken again")  # retry_failed=False keeps what is recorded
+    kept = run_classification(make_bundle(), load_dataset(f"folder:{root}"), out, retry_failed=False, **RUN)
+    assert kept["num_failed"] == 0 and kept["num_scored"] == 7
+
+
+def test_settings_that_do_not_fit_the_model_leave_no_folder(tmp_path):
+    bundle = tiny_dit_bundle(num_classes=6, size=16, seed=0)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="sx=100"):
+        run_classification(bundle, make_data(2), out, method="tome", method_options={"sx": 100}, **RUN)
+    assert not out.exists()
+    run_classification(bundle, make_data(2), out, method="tome", method_options={"sx": 2}, **RUN)
+    assert (out / "summary.json").is_file()
+
+
+def test_an_explicit_default_is_the_same_run(tmp_path):
+    bundle, data = tiny_dit_bundle(num_classes=6, size=16, seed=0), make_data(2)
+    run_classification(bundle, data, tmp_path, method="tome", method_options={"ratio": 0.5}, **RUN)
+    run_classification(bundle, data, tmp_path, method="tome", method_options={"ratio": 0.5, "seed": 0}, **RUN)
+    with pytest.raises(ConfigMismatchError, match="method_options.seed: folder has 0, this run has 1"):
+        run_classification(
+            bundle, data, tmp_path, method="tome", method_options={"ratio": 0.5, "seed": 1}, **RUN
+        )
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    from bigain import runs
+
+    bundle, data = make_bundle(), make_data(2)
+    run_classification(bundle, data, tmp_path, limit=1, **RUN)
+    with runs.lock(tmp_path / ".lock.results.jsonl"):
+        with pytest.raises(runs.RunLockedError, match=f"another process \\(pid {os.getpid()} on"):
+            run_classification(bundle, data, tmp_path, **RUN)
+    s = run_classification(bundle, data, tmp_path, **RUN)
+    assert s["complete"] and len(ids_of(tmp_path)) == 2
+
+
+def test_a_line_that_is_not_a_record_does_not_stop_a_resume(tmp_path):
+    bundle, data = make_bundle(), make_data(3)
+    run_classification(bundle, data, tmp_path, limit=2, **RUN)
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('7\n{"index": 5}\n')
+    with pytest.warns(UserWarning, match="not valid records"):
+        s = run_classification(bundle, data, tmp_path, **RUN)
+    assert s["complete"] and ids_of(tmp_path) == ["000000", "000001", "000002"]

@@ -30,50 +30,71 @@ def _demo(argv: Sequence[str]) -> int:
     return 0
 
 
-def _parse_opts(items: Sequence[str]) -> dict:
-    from .classify.cli import parse_option
-
-    return dict(parse_option(s) for s in items)
-
-
 def _generate(argv: Sequence[str]) -> int:
+    from .classify.cli import parse_option
+    from .cliutil import UsageError, check_device, positive_int
+
     p = argparse.ArgumentParser(
         prog="bigain generate", description="Class-conditional sampling under a bigain method."
     )
     p.add_argument("--model", default="builtin:fashion-dit")
-    p.add_argument("--method", default="none")
-    p.add_argument("--ratio", type=float, default=None)
+    p.add_argument("--method", default="none", help="none, tome, bigain-tm, todo, bigain-td, sito")
+    p.add_argument("--ratio", type=float, default=None, help="merge/prune ratio (sets the method's `ratio`)")
     p.add_argument(
-        "--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)"
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        type=parse_option,
+        metavar="KEY=VALUE",
+        help="method option (repeatable)",
     )
-    p.add_argument("--num", type=int, default=100, help="images (labels cycle over the classes)")
+    p.add_argument("--num", type=positive_int, default=100, help="images (labels cycle over the classes)")
     p.add_argument("--labels", default=None, help="comma-separated class indices instead of cycling")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "dpm", "euler", "ddpm"])
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=positive_int, default=50)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=positive_int, default=50)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--out", required=True)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="run folder (rerunning with the same folder resumes)")
     a = p.parse_args(argv)
+    from . import runs
     from .generate import SamplerConfig, balanced_labels, generate_run
     from .models import load
 
-    bundle = load(a.model)
-    opts = _parse_opts(a.option)
+    opts = dict(a.option)
     if a.ratio is not None:
         opts["ratio"] = a.ratio
-    labels = [int(v) for v in a.labels.split(",")] if a.labels else balanced_labels(bundle.num_classes, a.num)
+    labels = None
+    if a.labels:
+        try:
+            labels = [int(v) for v in a.labels.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(
+                f"--labels {a.labels!r}: expected comma-separated class indices, e.g. 0,3,7"
+            ) from None
+    if a.method in (None, "", "none") and opts:
+        raise UsageError(f"method options {sorted(opts)} given without --method")
+    from .runs.preflight import normalise_options
+
+    normalise_options(a.method, opts)  # an unknown method or a bad option fails before the model loads
     cfg = SamplerConfig(a.sampler, a.steps, a.guidance, a.seed, a.batch_size, a.dtype)
-    generate_run(bundle, a.out, labels, a.method, opts, cfg)
+    device = check_device(a.device)
+    runs.check_out_dir(a.out)
+    bundle = load(a.model, device=device)
+    labels = labels if labels is not None else balanced_labels(bundle.num_classes, a.num)
+    generate_run(bundle, a.out, labels, a.method, opts, cfg, progress=not a.no_progress)
     print(f"wrote {len(labels)} images, manifest.jsonl and grid.png to {a.out}")
     return 0
 
 
 def _classify(argv: Sequence[str]) -> int:
-    from .classify import cli_main
+    from .classify.cli import main_unguarded
 
-    return cli_main(list(argv))
+    return main_unguarded(list(argv))
 
 
 def _train(argv: Sequence[str]) -> int:
@@ -83,13 +104,18 @@ def _train(argv: Sequence[str]) -> int:
 
 
 def _methods(argv: Sequence[str]) -> int:
-    import dataclasses
+    argparse.ArgumentParser(
+        prog="bigain methods", description="List the methods and their options."
+    ).parse_args(argv)
+    import bigain
 
-    from .methods import METHODS
-
-    for name, cls in METHODS.items():
-        fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "generator"}
-        print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+    listing = getattr(bigain, "list_methods", None) or bigain.methods
+    for name in listing():
+        cfg = bigain.make_config(name)
+        fields = {k: v for k, v in cfg.as_dict().items() if k not in ("method", "generator")}
+        if fields.get("blocks") is None:
+            fields["blocks"] = "paper"  # None means the paper's placement for the backbone
+        print(f"{name}: {(type(cfg).__doc__ or '').strip().splitlines()[0]}")
         print("    " + json.dumps(fields, default=str))
     return 0
 
@@ -118,14 +144,31 @@ VERBS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``bigain VERB ...``; returns the exit status (0 ok, 1 runtime failure, 2 usage error)."""
+    from .cliutil import guarded, split_debug
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in VERBS:
+    rest, _ = split_debug(argv)
+    if not rest or rest[0] in ("-h", "--help"):
         from . import __version__
 
         print(f"bigain {__version__}: token compression for diffusion models (generation + classification)\n")
-        print("usage: bigain {" + ",".join(VERBS) + "} [options]   (bigain VERB --help for its options)")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return int(VERBS[argv[0]](argv[1:]) or 0)
+        print(
+            "usage: bigain {"
+            + ",".join(VERBS)
+            + "} [options] [--debug]   (bigain VERB --help for its options)"
+        )
+        return 0
+    verb = rest[0]
+    if verb not in VERBS:
+        import difflib
+
+        close = difflib.get_close_matches(verb, list(VERBS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"bigain: error: unknown command {verb!r}{hint}; commands: {', '.join(VERBS)}", file=sys.stderr)
+        return 2
+    argv.remove(verb)
+    return guarded(f"bigain {verb}", VERBS[verb], argv)
 
 
 if __name__ == "__main__":

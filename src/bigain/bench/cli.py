@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..cliutil import UsageError, check_device, positive_int
 from ..methods import parse_option_value
 from ..precision import DTYPES
 from .flops import count_flops
@@ -33,7 +34,7 @@ def parse_setting(text: str) -> tuple[str, str, dict[str, Any]]:
     for item in filter(None, rest.split(",")):
         key, eq, val = item.partition("=")
         if not eq:
-            raise ValueError(f"bad option {item!r} in {text!r}: expected key=value")
+            raise UsageError(f"--methods: bad option {item!r} in {text!r}: expected key=value")
         opts[key.strip()] = parse_option_value(val)
     return text, name.strip(), opts
 
@@ -42,21 +43,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bigain bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="sd2", choices=list(MODELS))
     p.add_argument(
-        "--pixels", type=int, default=None, help="image side (default 512 for sd2, 256 for dit-xl2)"
+        "--pixels", type=positive_int, default=None, help="image side (default 512 for sd2, 256 for dit-xl2)"
     )
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     p.add_argument("--device", default="cpu")
     p.add_argument("--methods", nargs="+", default=["none", "tome:ratio=0.5", "todo:downsample_factor=2"])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--flops-only", action="store_true", help="count FLOPs only (meta device, no forward)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
+    args.device = check_device(args.device)
+    if args.out and Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a folder; expected a JSON file path")
     if args.threads:
         torch.set_num_threads(args.threads)
     pixels = args.pixels or (512 if args.model == "sd2" else 256)
     settings = [parse_setting(m) for m in args.methods]
+    import bigain
+
+    for _, name, opts in settings:  # a bad name or option fails before the model is built
+        if name != "tomesd":
+            bigain.make_config(name, **opts)
     if not any(name == "none" for _, name, _ in settings):
         settings.insert(0, ("none", "none", {}))
 

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cliutil import check_device, guarded, positive_int
 from ..methods import parse_option_value
 
-__all__ = ["build_parser", "cli_main", "load_model_for", "parse_option"]
+__all__ = ["build_parser", "cli_main", "load_model_for", "main_unguarded", "parse_option"]
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -38,7 +39,8 @@ def _shard(text: str) -> tuple[int, int]:
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(
-        prog="bigain classify", description="Zero-shot diffusion classification (spec §7)."
+        prog="bigain classify",
+        description="Zero-shot diffusion classification: the class whose conditioning denoises the image best wins.",
     )
     p.add_argument(
         "--model",
@@ -60,7 +62,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         metavar="KEY=VALUE",
         help="a method option (repeatable), e.g. --option sx=2 --option max_downsample=2",
     )
-    p.add_argument("--limit", type=int, default=None, help="classify the first N images only")
+    p.add_argument("--limit", type=positive_int, default=None, help="classify the first N images only")
     p.add_argument(
         "--subset",
         default=None,
@@ -70,12 +72,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument(
         "--shard", type=_shard, default=(0, 1), metavar="I/N", help="score images I, I+N, I+2N, ..."
     )
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--n-samples", type=int, nargs="+", default=[5, 20])
-    p.add_argument("--to-keep", type=int, nargs="+", default=[5, 1])
-    p.add_argument("--n-trials", type=int, default=1)
+    p.add_argument("--n-samples", type=positive_int, nargs="+", default=[5, 20])
+    p.add_argument("--to-keep", type=positive_int, nargs="+", default=[5, 1])
+    p.add_argument("--n-trials", type=positive_int, default=1)
     p.add_argument("--loss", default="l2", choices=["l2", "l1", "huber"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -89,7 +91,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     p.add_argument("--template", default=None, help='prompt template, e.g. "a photo of a {}."')
     p.add_argument(
-        "--images-per-group", type=int, default=None, help="images whose evaluations share batches"
+        "--images-per-group", type=positive_int, default=None, help="images whose evaluations share batches"
+    )
+    p.add_argument(
+        "--no-retry-failed",
+        action="store_true",
+        help="on resume, keep the error records of images that failed instead of trying them again",
     )
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -135,18 +142,23 @@ def _read_subset(path: str) -> list[int]:
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``bigain classify ...``; returns the process exit code."""
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
-    return run_from_args(args)
+    """``bigain classify ...``; returns the exit status (errors end in one line on stderr)."""
+    return guarded("bigain classify", main_unguarded, list(argv) if argv is not None else sys.argv[1:])
+
+
+def main_unguarded(argv: Sequence[str]) -> int:
+    """``bigain classify ...`` letting exceptions through (``bigain``'s entry point formats them)."""
+    return run_from_args(build_parser().parse_args(list(argv)))
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    import torch
-
+    from .. import runs
+    from ..cliutil import UsageError
+    from ..runs.preflight import normalise_options
     from .datasets import load_dataset
-    from .runner import ConfigMismatchError, run_classification
+    from .runner import run_classification
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(args.device)
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ and ":" not in device:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     options = dict(args.option)
@@ -154,49 +166,52 @@ def run_from_args(args: argparse.Namespace) -> int:
         options["ratio"] = args.ratio
     method = None if args.method in (None, "", "none") else args.method
     if method is None and options:
-        print(f"bigain classify: method options {sorted(options)} given without --method", file=sys.stderr)
-        return 2
-    try:
-        if method is not None:
-            import bigain
-
-            bigain.make_config(method, **options)  # fail fast on a bad name or option
-        dataset = load_dataset(args.data, prompts_csv=args.prompts, template=args.template)
-        bundle = load_model_for(args.model, dataset, device, args.dtype)
-        summary = run_classification(
-            bundle,
-            dataset,
-            args.out,
-            limit=args.limit,
-            shard=args.shard,
-            method=method,
-            method_options=options,
-            n_samples=tuple(args.n_samples),
-            to_keep=tuple(args.to_keep),
-            loss=args.loss,
-            n_trials=args.n_trials,
-            batch_size=args.batch_size,
-            dtype=args.dtype,
-            seed=args.seed,
-            pattern=args.pattern,
-            images_per_group=args.images_per_group,
-            progress=not args.no_progress,
-            model_name=args.model,
-            subset=_read_subset(args.subset) if args.subset else None,
-        )
-    except (FileNotFoundError, NotADirectoryError, ConfigMismatchError, ValueError) as e:
-        print(f"bigain classify: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(f"method options {sorted(options)} given without --method")
+    normalise_options(method, options)  # a bad name or option fails before anything is loaded
+    runs.check_out_dir(args.out)
+    subset = _read_subset(args.subset) if args.subset else None
+    dataset = load_dataset(args.data, prompts_csv=args.prompts, template=args.template)
+    bundle = load_model_for(args.model, dataset, device, args.dtype)
+    summary = run_classification(
+        bundle,
+        dataset,
+        args.out,
+        limit=args.limit,
+        shard=args.shard,
+        method=method,
+        method_options=options,
+        n_samples=tuple(args.n_samples),
+        to_keep=tuple(args.to_keep),
+        loss=args.loss,
+        n_trials=args.n_trials,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        seed=args.seed,
+        pattern=args.pattern,
+        images_per_group=args.images_per_group,
+        progress=not args.no_progress,
+        model_name=args.model,
+        subset=subset,
+        retry_failed=not args.no_retry_failed,
+    )
     if summary is not None:
-        key = "acc1" if summary.get("multi_label") else "top1"
-        acc = summary.get(key)
-        ips = summary["timing"]["images_per_second"]
-        print(
-            f"{summary['num_scored']} images scored ({summary['num_failed']} unreadable): "
-            f"{key} {acc if acc is None else round(acc, 2)} %, "
-            f"{'n/a' if ips is None else f'{ips:.3f}'} images/s -> {Path(args.out) / 'summary.json'}"
-        )
+        print(summary_line(summary) + f" -> {Path(args.out) / 'summary.json'}")
     return 0
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line: accuracy in percent with its 95 % interval and n, failures, throughput."""
+    key = "acc1" if summary.get("multi_label") else "top1"
+    acc, ci, n = summary.get(key), summary.get("top1_ci95"), summary["num_scored"]
+    acc_s = "n/a (no image scored)" if acc is None else f"{acc:.1f} %"
+    if ci is not None:
+        acc_s += f" (95 % CI {ci[0]:.1f}–{ci[1]:.1f}, n={n})"
+    ips = summary["timing"]["images_per_second"]
+    failed = summary["num_failed"]
+    return (
+        f"{key} {acc_s}; {failed} image(s) without a prediction; "
+        f"{'n/a' if ips is None else f'{ips:.3f}'} images/s"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

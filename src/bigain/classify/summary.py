@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..metrics.stats import wilson_interval
+
 __all__ = ["average_precision", "recall_at_k", "summarize", "summary_markdown"]
 
 
@@ -80,6 +82,13 @@ def summarize(
         "rows_per_second": (calls / seconds) if seconds > 0 else None,
     }
     out["images_per_s"] = out["timing"]["images_per_second"]  # engine throughput (also under "timing")
+    # a 95 % Wilson interval for the headline accuracy (percent), over the scored images
+    if multi_label:
+        hits = sum(1 for r in scored if r["prediction"] in r["label"])
+    else:
+        hits = sum(1 for r in scored if r["prediction"] == r["label"])
+    ci = wilson_interval(hits, len(scored))
+    out["top1_ci95"] = None if ci is None else [100.0 * ci[0], 100.0 * ci[1]]
     out["failed"] = [{"id": r["id"], "path": r.get("path"), "error": r["error"]} for r in failed]
     return out
 
@@ -112,6 +121,9 @@ def summary_markdown(summary: dict[str, Any], config: dict[str, Any], class_name
     keys = ("acc1", "mAP", "recall5") if summary["multi_label"] else ("top1", "top5")
     for k in keys:
         lines.append(f"| {k} (%) | {_fmt(summary.get(k))} |")
+    ci = summary.get("top1_ci95")
+    if ci is not None:
+        lines.append(f"| {keys[0]} 95 % interval (Wilson, n={summary['num_scored']}) | {ci[0]:.1f}–{ci[1]:.1f} |")
     t = summary["timing"]
     lines.append(f"| images/s (engine) | {_fmt(t['images_per_second'])} |")
     lines.append(f"| denoiser rows/s | {_fmt(t['rows_per_second'])} |")
@@ -129,6 +141,6 @@ def summary_markdown(summary: dict[str, Any], config: dict[str, Any], class_name
         else:
             lines += ["", f"(confusion matrix of {K} classes: see summary.json)"]
     if summary["failed"]:
-        lines += ["", "## Images that could not be read", ""]
+        lines += ["", "## Images without a prediction (unreadable, or a non-finite denoiser error)", ""]
         lines += [f"- `{f['path'] or f['id']}`: {f['error']}" for f in summary["failed"]]
     return "\n".join(lines) + "\n"

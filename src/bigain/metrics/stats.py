@@ -1,4 +1,4 @@
-"""Paired significance test for comparing two classifiers on the same items (McNemar)."""
+"""Accuracy intervals (Wilson) and the paired test for two classifiers on the same items (McNemar)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,25 @@ from typing import Any
 import numpy as np
 from scipy import stats as st
 
-__all__ = ["mcnemar"]
+__all__ = ["mcnemar", "wilson_interval"]
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion, as fractions in [0, 1] (None for n = 0).
+
+    Used for accuracies on few images: unlike the normal approximation it stays inside [0, 1]
+    and is not zero-width at 0 % or 100 %.
+    """
+    if n <= 0:
+        return None
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes={successes} must be in [0, n={n}]")
+    z = float(st.norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def mcnemar(correct_a: Any, correct_b: Any, exact_threshold: int = 25) -> dict[str, Any]:

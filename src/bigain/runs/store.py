@@ -215,7 +215,28 @@ def config_diff(
     return diffs
 
 
+def _describe(key: str, a: Any, b: Any) -> str:
+    """``key: folder has A, this run has B``; for two dicts, only the entries that differ."""
+    if isinstance(a, dict) and isinstance(b, dict) and a and b:
+        subs = [k for k in sorted(set(a) | set(b), key=str) if a.get(k, _MISSING) != b.get(k, _MISSING)]
+        return "; ".join(
+            f"{key}.{k}: folder has {_short(a.get(k, _MISSING))}, this run has {_short(b.get(k, _MISSING))}"
+            for k in subs
+        )
+    return f"{key}: folder has {_short(a)}, this run has {_short(b)}"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(not set)"
+
+
+_MISSING = _Missing()
+
+
 def _short(v: Any, n: int = 80) -> str:
+    if v is _MISSING:
+        return "(not set)"
     s = json.dumps(v, default=str)
     return s if len(s) <= n else s[: n - 3] + "..."
 
@@ -237,7 +258,7 @@ def check_config(
         return None
     diffs = config_diff(old, config, identity, normalise)
     if diffs:
-        detail = "; ".join(f"{k}: folder has {_short(a)}, this run has {_short(b)}" for k, a, b in diffs)
+        detail = "; ".join(_describe(k, a, b) for k, a, b in diffs)
         raise ConfigMismatchError(
             f"{folder} holds a different {what} ({detail}). "
             "Resume with the same settings, or choose another --out folder."

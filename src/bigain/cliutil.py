@@ -1,0 +1,149 @@
+"""Command-line plumbing shared by every ``bigain`` verb: one-line errors and their exit codes.
+
+A user error ends in one line on stderr and exit status 2 (a bad option, a missing file, a run
+folder of another run); a runtime failure in one line and status 1 (another process holds the
+run's lock, a hub model while offline, a full disk, a non-finite result). ``--debug`` anywhere on
+the command line, or ``BIGAIN_DEBUG=1``, prints the traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+
+__all__ = [
+    "UsageError",
+    "check_device",
+    "exit_code",
+    "guarded",
+    "nonnegative_int",
+    "one_line",
+    "positive_int",
+    "split_debug",
+]
+
+
+class UsageError(ValueError):
+    """A mistake on the command line (exit status 2)."""
+
+
+# errors that come from what the user asked for, not from the machine
+_USAGE = (ValueError, TypeError, LookupError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 for user errors (bad values, missing inputs, unusable --out), 1 for runtime failures."""
+    from .runs import RunLockedError
+
+    if isinstance(exc, RunLockedError):
+        return 1
+    if isinstance(exc, PermissionError) and "--out" in str(exc):
+        return 2
+    if isinstance(exc, _USAGE):
+        return 2
+    return 1
+
+
+# errors whose message says it all; any other type is named in front of its message
+_PLAIN = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, RuntimeError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line (whitespace and newlines collapsed)."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg if isinstance(exc, _PLAIN) else f"{type(exc).__name__}: {msg}"
+
+
+def split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """(argv without ``--debug``, whether a traceback was asked for by flag or BIGAIN_DEBUG)."""
+    argv = list(argv)
+    debug = os.environ.get("BIGAIN_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    if "--debug" in argv:
+        argv = [a for a in argv if a != "--debug"]
+        debug = True
+    return argv, debug
+
+
+def _argparse_error(self: argparse.ArgumentParser, message: str) -> None:
+    raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+@contextlib.contextmanager
+def _one_line_argparse() -> Iterator[None]:
+    """Make every argparse parser raise UsageError instead of printing its usage block and exiting."""
+    old = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _argparse_error  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = old  # type: ignore[method-assign]
+
+
+def guarded(prog: str, fn: Callable[[list[str]], int | None], argv: Sequence[str]) -> int:
+    """Run ``fn(argv)`` and turn any exception into one line on stderr and an exit status."""
+    argv, debug = split_debug(argv)
+    try:
+        with _one_line_argparse():
+            return int(fn(argv) or 0)
+    except SystemExit as e:  # --help, or a verb that exits by itself
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place where errors become exit statuses
+        if debug:
+            traceback.print_exc()
+        code = exit_code(e)
+        hint = "" if debug or code == 2 else " (--debug shows the traceback)"
+        print(f"{prog}: error: {one_line(e)}{hint}", file=sys.stderr)
+        return code
+
+
+def check_device(device: str | None) -> str:
+    """The device to use (``None``: cuda if available, else cpu); a device this machine lacks is a
+    UsageError instead of an assertion deep inside torch."""
+    import torch
+
+    if device in (None, ""):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(f"--device {device!r}: {e}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "no visible GPU"
+            raise UsageError(
+                f"--device {device}: CUDA is not available here (torch {torch.__version__}, {build})"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UsageError(f"--device {device}: MPS is not available here")
+    return str(dev)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is out of range: expected an integer >= 1")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} is out of range: expected an integer >= 0")
+    return v
