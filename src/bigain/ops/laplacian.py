@@ -1,4 +1,4 @@
-"""Laplacian frequency score of tokens on their grid (BiGain spec section 3.1)."""
+"""Laplacian frequency score of tokens on their grid (BiGain-TM's high-frequency score)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def score_choice(
     """Destination per window from a per-token score (B, N): (B, hsy, wsx).
 
     rule="paper": the arg-min (arg-max if `largest`) over the window's own tokens.
-    rule="reference": the official BiGain code's grouping (spec 3.2): the crop is viewed
+    rule="reference": the official BiGain code's grouping (a reshape bug): the crop is viewed
     as (hsy, wsx, sy*sx) without a permute, so window (i, j) is judged on the j-th run of
     sy*sx consecutive scores of its row band. Kept only to reproduce published numbers.
     """
