@@ -1,4 +1,4 @@
-"""Laplacian frequency score of tokens on their grid (BiGain-TM's high-frequency score)."""
+"""Laplacian frequency score of tokens on their grid (BiGain-TM's destination score)."""
 
 from __future__ import annotations
 
