@@ -43,25 +43,24 @@ def test_dataset_by_name_and_tensor_range():
         data.load("no-such-data-set")
 
 
-def _write_split(folder, split, images, labels, gz):
+def _write_split(folder, split, images, labels, ext):
     stems = {
         "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
     }[split]
-    ext = ".gz" if gz else ""
     data.write_idx(folder / (stems[0] + ext), images)
     data.write_idx(folder / (stems[1] + ext), labels)
 
 
-@pytest.mark.parametrize("gz", [True, False])
-def test_idx_files_written_by_the_test(tmp_path, gz):
+@pytest.mark.parametrize("ext", [".gz", ".xz", ""])
+def test_idx_files_written_by_the_test(tmp_path, ext):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(7, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=(7,), dtype=np.uint8)
-    _write_split(tmp_path, "train", images, labels, gz)
-    name = "train-images-idx3-ubyte" + (".gz" if gz else "")
+    _write_split(tmp_path, "train", images, labels, ext)
+    name = "train-images-idx3-ubyte" + ext
     raw = (tmp_path / name).read_bytes()
-    assert (raw[:2] == b"\x1f\x8b") == gz
+    assert (raw[:2] == b"\x1f\x8b") == (ext == ".gz") and (raw[:3] == b"\xfd7z") == (ext == ".xz")
     assert np.array_equal(data.read_idx(tmp_path / name), images)
     got_i, got_l = data.load_arrays("train", root=tmp_path)
     assert np.array_equal(got_i, images) and np.array_equal(got_l, labels)

@@ -9,6 +9,7 @@ folder holding the four IDX files (gzip-compressed or raw).
 from __future__ import annotations
 
 import gzip
+import lzma
 import os
 from pathlib import Path
 
@@ -52,10 +53,12 @@ APT_HINT = (
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (gzip-compressed or raw, detected from its first bytes)."""
+    """Read one IDX file (gzip- or xz-compressed, or raw, detected from its first bytes)."""
     raw = Path(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
+    elif raw[:6] == b"\xfd7zXZ\x00":  # xz: about 15 % smaller than gzip for the training images
+        raw = lzma.decompress(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path}: not an IDX file (bad magic number)")
     code, ndim = raw[2], raw[3]
@@ -72,17 +75,19 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file; gzip-compressed when the name ends in ``.gz``."""
+    """Write a uint8 array as an IDX file; compressed when the name ends in ``.gz`` or ``.xz``."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     payload = header + array.tobytes()
     if str(path).endswith(".gz"):
         payload = gzip.compress(payload)
+    elif str(path).endswith(".xz"):
+        payload = lzma.compress(payload)
     Path(path).write_bytes(payload)
 
 
 def _find(root: Path, stem: str) -> Path | None:
-    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
+    for name in (stem + ".gz", stem + ".xz", stem, stem.replace("-idx", ".idx")):
         if (root / name).is_file():
             return root / name
     return None

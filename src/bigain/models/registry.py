@@ -23,12 +23,14 @@ from .fashion import NULL_CLASS, SCHEDULER_CONFIG, ClassTokenEmbedding, FashionC
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 BUILTIN = {
     "fashion-dit": WEIGHTS_DIR / "fashion-dit",
+    "fashion-dit28": WEIGHTS_DIR / "fashion-dit28",
     "fashion-unet": WEIGHTS_DIR / "fashion-unet",
     "fashion-cnn": WEIGHTS_DIR / "fashion-cnn",
 }
 CLASS_EMBEDDINGS_FILE = "class_embeddings.safetensors"
 CLASSIFIER_FILE = "model.safetensors"
 TRAIN_CONFIG_FILE = "train_config.json"
+MAX_SHARD_SIZE = "15MB"  # below 16 MiB per weight file
 
 
 def available() -> list[str]:
@@ -53,8 +55,9 @@ def resolve(name: str | os.PathLike) -> Path:
         folder = BUILTIN[key]
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
-                f"builtin model {key!r} has no weights in {folder}; train it with "
-                f"`python -m bigain.models.train --model {key} --out DIR` and copy DIR there"
+                f"builtin model {key!r} has no weights in this install (not trained yet, or not shipped): "
+                f"train it with `bigain train --model {key} --out DIR` (scripts/train_gpu.sh on a GPU) "
+                f"and copy DIR's files to {folder}"
             )
         return folder
     if Path(name).is_dir():
@@ -234,7 +237,8 @@ def save_folder(
         _write_json(folder / "config.json", {"_class_name": type(clf).__name__, **clf.config()})
     else:
         den = copy.deepcopy(modules["denoiser"]).to("cpu", dtype)
-        den.save_pretrained(folder, safe_serialization=True)
+        # shards of at most MAX_SHARD_SIZE keep every shipped file small (repository and transfer limits)
+        den.save_pretrained(folder, safe_serialization=True, max_shard_size=MAX_SHARD_SIZE)
         _write_json(folder / "scheduler_config.json", SCHEDULER_CONFIG)
         if "class_embedding" in modules:
             w = modules["class_embedding"].weight.detach().to("cpu", dtype).contiguous()

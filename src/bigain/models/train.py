@@ -1,24 +1,36 @@
 """Training recipe of the embedded Fashion-MNIST models.
 
     python -m bigain.models.train --model fashion-dit --out DIR [--steps N --batch-size B
-        --device cuda|cpu --max-minutes M --resume]
+        --device cuda|cpu --max-minutes M --resume --init-from FOLDER]
 
 DDPM (1000 steps, linear betas 1e-4..0.02), epsilon prediction, MSE loss, AdamW with linear warmup
 then a constant rate, EMA of the weights, 10% of labels replaced by the null class (index 10) for
 classifier-free guidance. ``fashion-cnn`` trains the classifier (cross-entropy, shift/flip
 augmentation, cosine schedule). The whole data set lives on the device; batches are drawn from a
-seeded permutation per epoch. A checkpoint (``DIR/checkpoint.pt``, written atomically) is saved
-every ``--checkpoint-minutes`` and at the end; ``--resume`` continues from it. At the end the EMA
-weights are written to DIR in the shipped folder format with ``train_config.json``.
+seeded permutation per epoch. At the end the EMA weights are written to DIR in the shipped folder
+format with ``train_config.json``.
+
+Training runs in chunks: ``--max-minutes`` stops cleanly, a checkpoint is written every
+``--checkpoint-minutes`` and at the end, and ``--resume`` continues from the newest one, exactly
+(weights, EMA, optimizer moments, data order and every random state), so chunks of any length add
+up to the uninterrupted run. Checkpoints are folders ``DIR/checkpoints/step-NNNNNNNNN/`` holding
+``tensors.safetensors`` and ``state.json``: loading one never unpickles anything, so a checkpoint
+from elsewhere cannot run code. ``--init-from`` starts from a finished folder instead (one brought
+back from another machine, where a full checkpoint is too large to move): the weights and the step
+count continue, the optimizer moments restart and the EMA restarts from the saved (EMA) weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
+import pickle
 import platform
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,9 +42,10 @@ import torch.nn.functional as F
 from . import fashion
 from .registry import alphas_cumprod_from_config, save_folder
 
-MODELS = ("fashion-dit", "fashion-unet", "fashion-cnn")
+MODELS = ("fashion-dit", "fashion-dit28", "fashion-unet", "fashion-cnn")
 DEFAULTS = {
     "fashion-dit": dict(steps=100_000, lr=3e-4, batch_size=256, weight_decay=0.0),
+    "fashion-dit28": dict(steps=100_000, lr=3e-4, batch_size=256, weight_decay=0.0),
     "fashion-unet": dict(steps=100_000, lr=3e-4, batch_size=256, weight_decay=0.0),
     "fashion-cnn": dict(steps=4000, lr=2e-3, batch_size=256, weight_decay=5e-4),
 }
@@ -66,7 +79,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt if present")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in DIR, if any")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="without a checkpoint to resume: start from this finished model folder (weights and step count)",
+    )
+    p.add_argument(
+        "--keep-checkpoints", type=int, default=2, help="how many of the newest checkpoints to keep"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the modules (faster on a GPU)")
     p.add_argument(
         "--eval-limit", type=int, default=None, help="fashion-cnn: test images to score at the end (all)"
     )
@@ -140,7 +162,7 @@ def _diffusion_loss(args, modules, x0, y, ab, gen) -> torch.Tensor:
     a = ab[t].view(b, 1, 1, 1)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
     den = modules["denoiser"]
-    if args.model == "fashion-dit":
+    if args.model in fashion.DIT_MODELS:
         # diffusers' DiT drops labels to the null class itself in train mode (class_dropout_prob=0.1)
         pred = den(x_t, timestep=t, class_labels=y, return_dict=False)[0]
     else:
@@ -163,10 +185,115 @@ def evaluate_classifier(
     return correct / max(1, len(y))
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+CHECKPOINTS_DIR = "checkpoints"
+TENSORS_FILE = "tensors.safetensors"
+STATE_FILE = "state.json"
+_STEP_DIR = re.compile(r"step-(\d{9})")
+
+
+def _split_tensors(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """A JSON-able copy of `obj` whose tensors are moved into `tensors` (keyed by their path)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().to("cpu", copy=True).contiguous()
+        return {"__tensor__": path}
+    if isinstance(obj, dict):  # keys kept with their type (optimizer states are keyed by int)
+        return {"__dict__": [[k, _split_tensors(v, f"{path}/{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [_split_tensors(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"checkpoint value of type {type(obj).__name__} at {path!r} cannot be stored")
+
+
+def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        return {k: _join_tensors(v, tensors) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [_join_tensors(v, tensors) for v in obj]
+    return obj
+
+
+def save_checkpoint(out: str | os.PathLike, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write `state` (nested dicts/lists of tensors and plain values, with an int ``step``) as
+    ``out/checkpoints/step-N/``: built under a temporary name, then renamed, so a crash never
+    leaves a half-written checkpoint under a real name. Only the `keep` newest are kept."""
+    from safetensors.torch import save_file
+
+    root = Path(out) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{int(state['step']):09d}"
+    tmp = root / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tensors: dict[str, torch.Tensor] = {}
+    meta = _split_tensors(state, "", tensors)
+    save_file(tensors, str(tmp / TENSORS_FILE))
+    (tmp / STATE_FILE).write_text(json.dumps(meta))
+    if final.exists():  # the same step saved again (a chunk that made no progress)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in _checkpoint_dirs(out)[: -max(1, keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _checkpoint_dirs(out: str | os.PathLike) -> list[Path]:
+    root = Path(out) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [
+        d
+        for d in root.iterdir()
+        if _STEP_DIR.fullmatch(d.name) and (d / TENSORS_FILE).is_file() and (d / STATE_FILE).is_file()
+    ]
+    return sorted(found, key=lambda d: d.name)
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint folder of a run folder, or None."""
+    dirs = _checkpoint_dirs(out)
+    return dirs[-1] if dirs else None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint folder written by `save_checkpoint` (tensors on the CPU).
+
+    A legacy ``checkpoint.pt`` file is read with ``torch.load(weights_only=True)``, which refuses
+    any pickle that would construct objects other than tensors and plain containers."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ValueError(
+                f"{path}: refusing to load this checkpoint: it holds Python objects other than tensors and "
+                f"plain values, and unpickling it could run code ({str(e).splitlines()[0]})"
+            ) from None
+    meta = json.loads((path / STATE_FILE).read_text())
+    return _join_tensors(meta, load_file(str(path / TENSORS_FILE)))
+
+
+def _init_from(folder: str | os.PathLike, modules: dict[str, torch.nn.Module]) -> dict[str, Any]:
+    """Load a finished model folder's weights into `modules`; returns its train_config.json."""
+    from safetensors.torch import load_file
+
+    from .registry import CLASS_EMBEDDINGS_FILE, CLASSIFIER_FILE, TRAIN_CONFIG_FILE
+
+    folder = Path(folder)
+    for key, m in modules.items():
+        if key == "denoiser":
+            state = type(m).from_pretrained(folder, torch_dtype=torch.float32).state_dict()
+        elif key == "class_embedding":
+            state = load_file(str(folder / CLASS_EMBEDDINGS_FILE))
+        else:
+            state = load_file(str(folder / CLASSIFIER_FILE))
+        m.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    cfg = folder / TRAIN_CONFIG_FILE
+    return json.loads(cfg.read_text()) if cfg.is_file() else {}
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,9 +317,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     gen = torch.Generator(device=device).manual_seed(args.seed + 1)  # noise, timesteps, dropout, augmentation
     ab = alphas_cumprod_from_config(None).float().to(device)
     step, losses, elapsed_before = 0, [], 0.0
-    ckpt_path = out / "checkpoint.pt"
-    if args.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+    latest = latest_checkpoint(out) if args.resume else None
+    if latest is None and args.resume and (out / "checkpoint.pt").is_file():
+        latest = out / "checkpoint.pt"  # the older single-file format (read without unpickling objects)
+    if latest is not None:
+        ck = load_checkpoint(latest)
         for k, m in modules.items():
             m.load_state_dict(ck["model"][k])
         if ema is not None:
@@ -202,8 +331,30 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         batches.load_state_dict(ck["batches"])
         gen.set_state(ck["gen"])
         torch.set_rng_state(ck["torch_rng"])
+        if device.type == "cuda" and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"], device)
         step, losses, elapsed_before = ck["step"], ck["losses"], ck.get("elapsed_s", 0.0)
-        print(f"[{args.model}] resumed from {ckpt_path} at step {step}", flush=True)
+        print(f"[{args.model}] resumed from {latest} at step {step}", flush=True)
+    elif args.init_from:
+        prev = _init_from(args.init_from, modules)
+        if ema is not None:
+            for k, m in ema.items():
+                m.load_state_dict(modules[k].state_dict())
+        step = int(prev.get("steps_done", 0))
+        losses = [list(p) for p in prev.get("loss_curve", [])]
+        elapsed_before = float(prev.get("train_seconds", 0.0))
+        # a fresh data order and noise stream for the continuation (not a replay of the first batches)
+        batches = _Batches(len(y), args.batch_size, args.seed + step, device)
+        gen = torch.Generator(device=device).manual_seed(args.seed + 1 + step)
+        print(
+            f"[{args.model}] initialised from {args.init_from} at step {step} (optimizer restarted)",
+            flush=True,
+        )
+    if args.compile:  # per transformer block where there are blocks: identical blocks share one compilation
+        for m in modules.values():
+            blocks = getattr(m, "transformer_blocks", None)
+            for part in blocks if isinstance(blocks, torch.nn.ModuleList) else [m]:
+                part.compile()
 
     def lr_at(s: int) -> float:
         warm = min(1.0, (s + 1) / max(1, args.warmup))
@@ -212,7 +363,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         return args.lr * warm
 
     def checkpoint() -> None:
-        _atomic_save(
+        save_checkpoint(
+            out,
             {
                 "step": step,
                 "model": {k: m.state_dict() for k, m in modules.items()},
@@ -221,11 +373,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 "batches": batches.state_dict(),
                 "gen": gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "losses": losses,
                 "elapsed_s": elapsed_before + (time.monotonic() - t_start),
                 "args": vars(args),
             },
-            ckpt_path,
+            keep=args.keep_checkpoints,
         )
 
     from tqdm.auto import tqdm
@@ -320,7 +473,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[{args.model}] test accuracy {summary['test_accuracy']:.4f}", flush=True)
     else:
         summary["ema_decay"] = args.ema_decay
-        if args.model == "fashion-dit":
+        if args.model in fashion.DIT_MODELS:
             summary["label_dropout"] = "0.1, by diffusers' LabelEmbedding (class_dropout_prob) in train mode"
         else:
             summary["label_dropout"] = args.label_dropout
