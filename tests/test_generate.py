@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -94,7 +95,9 @@ def test_run_resumes_after_a_kill(bundle, tmp_path):
     recs = [json.loads(x) for x in (part / "manifest.jsonl").read_text().splitlines() if x.endswith("}")]
     assert sorted(r["index"] for r in recs) == list(range(6))
     assert torch.equal(read_png(part / recs[0]["file"]), full[recs[0]["index"]])
-    with pytest.raises(ValueError, match=r"different generation run \(options: folder has .*0\.5.*this run has .*0\.7"):
+    with pytest.raises(
+        ValueError, match=r"options.ratio: folder has 0.5, this run has 0.7; options.seed: folder"
+    ):
         generate_run(bundle, part, labels, "tome", {"ratio": 0.7}, cfg, progress=False)
 
 
@@ -131,3 +134,57 @@ def test_run_pipeline_on_a_dit_pipeline():
     assert base.shape[0] == 2 and np.array_equal(base, direct)
     merged = run_pipeline(pipe, [1, 2], "tome", {"ratio": 0.5}, num_inference_steps=2, output_type="np")
     assert not bigain.is_patched(pipe.transformer) and not np.array_equal(np.stack(merged), base)
+
+
+def test_run_is_single_writer_and_validates_before_writing(bundle, tmp_path):
+    from bigain import runs
+
+    cfg = SamplerConfig("ddim", steps=1, guidance=3.0, batch_size=2)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="sx=100"):  # only the model can tell: checked before any write
+        generate_run(bundle, out, [0, 1], "tome", {"sx": 100}, cfg, progress=False)
+    assert not out.exists()
+    generate_run(bundle, out, [0, 1], "tome", {"ratio": 0.5}, cfg, progress=False)
+    with runs.lock(out / ".lock"):  # another process is writing this folder
+        with pytest.raises(runs.RunLockedError, match=f"pid {os.getpid()}"):
+            generate_run(bundle, out, [0, 1], "tome", {"ratio": 0.5}, cfg, progress=False)
+    # an explicit default is the same run
+    generate_run(bundle, out, [0, 1], "tome", {"ratio": 0.5, "seed": 0}, cfg, progress=False)
+
+
+def test_manifest_lines_that_are_not_records_are_regenerated(bundle, tmp_path):
+    cfg = SamplerConfig("ddim", steps=1, guidance=3.0, batch_size=3)
+    labels = [0, 1, 2]
+    full = generate_run(bundle, tmp_path / "a", labels, "none", {}, cfg, progress=False)
+    out = tmp_path / "b"
+    generate_run(bundle, out, labels, "none", {}, cfg, progress=False)
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    (out / "manifest.jsonl").write_text("\n".join([lines[0], "7", '{"index": "x", "file": 3}']) + "\n")
+    (out / "images" / "000000.png").unlink()  # a record whose image is gone is redone too
+    with pytest.warns(UserWarning, match="not valid records"):
+        again = generate_run(bundle, out, labels, "none", {}, cfg, progress=False)
+    assert torch.equal(full, again)
+
+
+def test_nonfinite_images_are_recorded_as_failed(bundle, tmp_path, monkeypatch):
+    import bigain.generate.run as run_mod
+
+    real = run_mod.sample
+
+    def half_nan(b, labels, cfg, **kw):
+        x = real(b, labels, cfg, **kw)
+        x[0] = float("nan")
+        return x
+
+    monkeypatch.setattr(run_mod, "sample", half_nan)
+    cfg = SamplerConfig("ddim", steps=1, guidance=3.0, batch_size=2)
+    with pytest.raises(run_mod.NonFiniteImageError, match="1 of 2 images"):
+        generate_run(bundle, tmp_path, [0, 1], "none", {}, cfg, progress=False)
+    recs = [
+        json.loads(x, parse_constant=pytest.fail)
+        for x in (tmp_path / "manifest.jsonl").read_text().splitlines()
+    ]
+    assert [(r["index"], bool(r.get("error"))) for r in recs] == [(0, True), (1, False)]
+    monkeypatch.setattr(run_mod, "sample", real)
+    images = generate_run(bundle, tmp_path, [0, 1], "none", {}, cfg, progress=False)  # retried
+    assert images.shape[0] == 2 and torch.isfinite(images).all()
