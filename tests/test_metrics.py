@@ -14,6 +14,7 @@ from bigain.metrics import (
     FeatureStats,
     FIDInceptionV3,
     InceptionExtractor,
+    accuracy_decision,
     classifier_accuracy,
     classifier_correct,
     clip_score,
@@ -21,12 +22,16 @@ from bigain.metrics import (
     compute_inception_score,
     compute_stats,
     fashion_fid,
+    fid_diff_bootstrap,
     fid_from_features,
     frechet_distance,
+    generation_decision,
+    holm,
     inception_score,
     iter_batches,
     load_fid_inception,
     mcnemar,
+    paired_diff_interval,
 )
 
 
@@ -495,9 +500,17 @@ def test_mcnemar_exact_matches_binomtest(b, c):
     assert res["p_exact"] == pytest.approx(expected, rel=1e-10)
 
 
+def test_mcnemar_exact_by_default_for_large_counts():
+    # the reported p is the exact binomial one however many discordant pairs there are
+    res = mcnemar(*_pairs(100, 367, 187, 20))
+    assert res["method"] == "exact"
+    assert res["p_value"] == pytest.approx(st.binomtest(187, 554, 0.5).pvalue, rel=1e-9)
+    assert abs(res["p_value"] - res["p_chi2"]) > 0.3 * res["p_chi2"]  # 1.7e-14 vs 2.8e-14
+
+
 def test_mcnemar_chi2_large_counts():
     b, c = 30, 55
-    res = mcnemar(*_pairs(100, b, c, 20))
+    res = mcnemar(*_pairs(100, b, c, 20), exact_threshold=25)
     assert res["method"] == "chi2"
     stat = (abs(b - c) - 1) ** 2 / (b + c)  # 576 / 85
     assert res["statistic"] == pytest.approx(576 / 85) and res["chi2"] == pytest.approx(stat)
@@ -511,3 +524,93 @@ def test_mcnemar_edge_cases():
     assert res["n_discordant"] == 0 and res["p_value"] == 1.0 and res["p_chi2"] == 1.0
     with pytest.raises(ValueError, match="same length"):
         mcnemar([True], [True, False])
+
+
+# ------------------------------------------------------------------------------------------------
+# Holm, bootstrap intervals, the pre-registered decision rule
+# ------------------------------------------------------------------------------------------------
+def _holm_reference(p):
+    """Holm written out: walk the sorted p-values, multiply by the number of hypotheses left."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    out, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def test_holm_by_hand_and_reference():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone: 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 6, 12):
+        p = rng.uniform(0, 0.2, size=m).tolist()
+        got = holm(p)
+        assert got == pytest.approx(_holm_reference(p))
+        assert all(g >= q for g, q in zip(got, p))
+    with pytest.raises(ValueError, match="p_values"):
+        holm([0.1, 1.5])
+
+
+def test_paired_diff_interval_matches_item_bootstrap():
+    a, b = _pairs(120, 30, 10, 40)  # n = 200, A right on 150, B right on 130
+    diff, lo, hi = paired_diff_interval(a, b, n_boot=20_000, seed=1)
+    assert diff == pytest.approx(0.10)
+    rng = np.random.default_rng(2)  # the slow way: resample the items themselves
+    idx = rng.integers(0, a.size, size=(20_000, a.size))
+    ref = a[idx].mean(1) - b[idx].mean(1)
+    ref_lo, ref_hi = np.quantile(ref, [0.025, 0.975])
+    assert lo == pytest.approx(ref_lo, abs=0.006) and hi == pytest.approx(ref_hi, abs=0.006)
+    assert lo < diff < hi and lo > 0.0
+    # no discordant items: a zero-width interval at 0
+    assert paired_diff_interval(a, a) == (0.0, 0.0, 0.0)
+
+
+def test_fid_diff_bootstrap():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(500, 4))
+    ref_stats = FeatureStats.from_features(ref)
+    seeds_b = [rng.normal(size=(300, 4)) for _ in range(3)]
+    seeds_a = [f + np.array([0.5, 0, 0, 0]) for f in seeds_b]  # A: the same samples, shifted
+    res = fid_diff_bootstrap(seeds_a, seeds_b, ref_stats.mean, ref_stats.cov, n_boot=200)
+    for f, got in zip(seeds_a, res["fid_a"]):
+        s = FeatureStats.from_features(f)
+        assert got == pytest.approx(frechet_distance(s.mean, s.cov, ref_stats.mean, ref_stats.cov))
+    assert res["delta"] == pytest.approx(res["mean_a"] - res["mean_b"])
+    assert 0.0 < res["low"] < res["delta"] < res["high"]
+    same = fid_diff_bootstrap(seeds_b, seeds_b, ref_stats.mean, ref_stats.cov, n_boot=20)
+    assert same["delta"] == 0.0 and same["low"] == same["high"] == 0.0
+    with pytest.raises(ValueError, match="seeds"):
+        fid_diff_bootstrap(seeds_a, seeds_b[:2], ref_stats.mean, ref_stats.cov)
+
+
+def test_weighted_stats_equal_repeated_rows():
+    from bigain.metrics.stats import _weighted_stats
+
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(20, 3))
+    w = rng.integers(0, 4, size=20)
+    mu, cov = _weighted_stats(f, w.astype(float))
+    s = FeatureStats.from_features(np.repeat(f, w, axis=0))
+    assert np.allclose(mu, s.mean) and np.allclose(cov, s.cov)
+
+
+@pytest.mark.parametrize(
+    "diff,high,p,headroom,want",
+    [
+        (0.05, 0.08, 0.001, 0.2, "holds"),
+        (-0.09, -0.06, 1e-10, 0.2, "does not hold"),  # a significant loss
+        (0.002, 0.008, 0.6, 0.2, "does not hold"),  # a gain of a point or more ruled out
+        (0.01, 0.03, 0.3, 0.2, "cannot tell"),
+        (0.0, 0.002, 1.0, 0.0005, "cannot tell (no headroom)"),
+    ],
+)
+def test_accuracy_decision(diff, high, p, headroom, want):
+    assert accuracy_decision(diff, high, p, headroom) == want
+
+
+def test_generation_decision():
+    assert generation_decision(-2.0, 0.5, baseline_fid=10.0) == "holds"  # margin 1.0
+    assert generation_decision(1.5, 4.0, baseline_fid=10.0) == "does not hold"
+    assert generation_decision(-1.0, 3.0, baseline_fid=10.0) == "cannot tell"

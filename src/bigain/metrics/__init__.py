@@ -1,5 +1,6 @@
 """Evaluation metrics: FID (Inception or any feature extractor), IS, CLIP score, fashion-domain FID
-and accuracy with a small CNN, and McNemar's paired test.
+and accuracy with a small CNN, and the statistics of paired comparisons (exact McNemar, Holm,
+bootstrap intervals, the pre-registered decision rule).
 
 All image inputs are float tensors in [-1, 1], shape (B, C, H, W), the range the generators produce.
 Heavy dependencies (transformers) are imported only by the functions that need them.
@@ -25,9 +26,23 @@ from bigain.metrics.inception import (
     inception_score,
     load_fid_inception,
 )
-from bigain.metrics.stats import mcnemar
+from bigain.metrics.stats import (
+    accuracy_decision,
+    fid_diff_bootstrap,
+    generation_decision,
+    holm,
+    mcnemar,
+    paired_diff_interval,
+    wilson_interval,
+)
 
 __all__ = [
+    "accuracy_decision",
+    "fid_diff_bootstrap",
+    "generation_decision",
+    "holm",
+    "paired_diff_interval",
+    "wilson_interval",
     "CNNFeatureExtractor",
     "FIDInceptionV3",
     "FeatureExtractor",

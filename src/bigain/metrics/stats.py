@@ -1,4 +1,7 @@
-"""Accuracy intervals (Wilson) and the paired test for two classifiers on the same items (McNemar)."""
+"""Statistics for comparing compressed settings: accuracy intervals (Wilson), the paired test for two
+classifiers on the same items (exact McNemar), Holm's correction across a family of tests, paired
+bootstrap intervals for an accuracy difference and for a FID difference, and the decision rule that
+turns them into "holds / does not hold / cannot tell"."""
 
 from __future__ import annotations
 
@@ -7,7 +10,15 @@ from typing import Any
 import numpy as np
 from scipy import stats as st
 
-__all__ = ["mcnemar", "wilson_interval"]
+__all__ = [
+    "accuracy_decision",
+    "fid_diff_bootstrap",
+    "generation_decision",
+    "holm",
+    "mcnemar",
+    "paired_diff_interval",
+    "wilson_interval",
+]
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
@@ -28,14 +39,16 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mcnemar(correct_a: Any, correct_b: Any, exact_threshold: int = 25) -> dict[str, Any]:
+def mcnemar(correct_a: Any, correct_b: Any, exact_threshold: int | None = None) -> dict[str, Any]:
     """McNemar's test on paired per-item correctness of methods A and B.
 
     Only the discordant pairs carry information: b = A right & B wrong, c = A wrong & B right. Under
-    H0 (equal accuracy) b ~ Binomial(b + c, 1/2). When b + c < ``exact_threshold`` the exact two-sided
-    binomial p-value is the reported one (the chi-square approximation is poor for few discordant
-    pairs); otherwise the continuity-corrected chi-square (|b - c| - 1)^2 / (b + c) with 1 degree of
-    freedom. Both are always returned, so a table can state which it used.
+    H0 (equal accuracy) b ~ Binomial(b + c, 1/2). The reported p-value is the exact two-sided
+    binomial one, 2 P(X <= min(b, c)) capped at 1 (the same as ``scipy.stats.binomtest``, since the
+    null distribution is symmetric). With ``exact_threshold`` set, counts of at least that many
+    discordant pairs report the continuity-corrected chi-square (|b - c| - 1)^2 / (b + c) with 1
+    degree of freedom instead (the older convention). Both are always returned, so a table can say
+    which it used.
 
     Returns a dict: ``b``, ``c``, ``n`` (items), ``n_discordant``, ``method`` ("exact" or "chi2"),
     ``statistic`` and ``p_value`` of that method, plus ``p_exact``, ``chi2`` and ``p_chi2``.
@@ -54,7 +67,7 @@ def mcnemar(correct_a: Any, correct_b: Any, exact_threshold: int = 25) -> dict[s
         # Edwards' continuity correction; clipped at 0 so b == c gives statistic 0, not 1.
         chi2 = max(abs(b - c) - 1, 0) ** 2 / nd
         p_chi2 = float(st.chi2.sf(chi2, df=1))
-    exact = nd < exact_threshold
+    exact = exact_threshold is None or nd < exact_threshold
     return {
         "b": b,
         "c": c,
@@ -67,3 +80,141 @@ def mcnemar(correct_a: Any, correct_b: Any, exact_threshold: int = 25) -> dict[s
         "chi2": float(chi2),
         "p_chi2": p_chi2,
     }
+
+
+def holm(p_values: Any) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order.
+
+    Sorted ascending, the i-th smallest (1-based) is multiplied by (m - i + 1), made non-decreasing
+    along the order and capped at 1. Rejecting where the adjusted p < alpha controls the
+    family-wise error rate at alpha for any dependence between the tests.
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    if np.any((p < 0) | (p > 1)) or not np.all(np.isfinite(p)):
+        raise ValueError(f"p_values must be in [0, 1], got {p.tolist()}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adj_sorted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj_sorted
+    return out.tolist()
+
+
+def paired_diff_interval(
+    correct_a: Any, correct_b: Any, confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Accuracy of A minus accuracy of B on the same items, with a paired bootstrap interval.
+
+    Returns (difference, low, high) as fractions. Resampling items with replacement only moves the
+    counts of the three kinds of item (only A right, only B right, both or neither), so the
+    bootstrap draws those counts from a multinomial: identical to resampling the items, and cheap.
+    """
+    a = np.asarray(correct_a).astype(bool).ravel()
+    bb = np.asarray(correct_b).astype(bool).ravel()
+    if a.shape != bb.shape or a.size == 0:
+        raise ValueError(
+            f"correct_a and correct_b must be non-empty and of one length, got {a.size}, {bb.size}"
+        )
+    n = a.size
+    b, c = int(np.sum(a & ~bb)), int(np.sum(~a & bb))
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, [b / n, c / n, 1 - (b + c) / n], size=n_boot)
+    diffs = (draws[:, 0] - draws[:, 1]) / n
+    lo, hi = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return (b - c) / n, float(lo), float(hi)
+
+
+def _weighted_stats(feats: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance of the multiset that takes row i w[i] times."""
+    n = w.sum()
+    mu = (w @ feats) / n
+    x = feats - mu
+    return mu, (x.T * w) @ x / (n - 1)
+
+
+def fid_diff_bootstrap(
+    feats_a: list[Any],
+    feats_b: list[Any],
+    ref_mean: Any,
+    ref_cov: Any,
+    confidence: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """FID(A) - FID(B) averaged over sample seeds, with a paired bootstrap interval.
+
+    ``feats_a[s]`` and ``feats_b[s]`` are the (N, D) features of the samples of seed s; row i of
+    both comes from the same class and starting noise, so each bootstrap draw resamples the same
+    rows of A and B (per seed), against fixed reference statistics. Returns the FID of each
+    setting per seed, their means, the mean difference and its interval.
+    """
+    from .fid import frechet_distance
+
+    if len(feats_a) != len(feats_b) or not feats_a:
+        raise ValueError("feats_a and feats_b need the same, non-zero number of seeds")
+    fa = [np.asarray(f, dtype=np.float64) for f in feats_a]
+    fb = [np.asarray(f, dtype=np.float64) for f in feats_b]
+    for x, y in zip(fa, fb):
+        if x.shape != y.shape or x.ndim != 2:
+            raise ValueError(f"paired feature sets must have one (N, D) shape, got {x.shape} and {y.shape}")
+    mu_r, cov_r = np.asarray(ref_mean, dtype=np.float64), np.asarray(ref_cov, dtype=np.float64)
+
+    def fid(f: np.ndarray, w: np.ndarray) -> float:
+        mu, cov = _weighted_stats(f, w)
+        return frechet_distance(mu, cov, mu_r, cov_r)
+
+    ones = [np.ones(len(x)) for x in fa]
+    per_seed_a = [fid(x, w) for x, w in zip(fa, ones)]
+    per_seed_b = [fid(y, w) for y, w in zip(fb, ones)]
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(n_boot)
+    for k in range(n_boot):
+        d = 0.0
+        for x, y in zip(fa, fb):
+            w = rng.multinomial(len(x), np.full(len(x), 1 / len(x))).astype(np.float64)
+            d += fid(x, w) - fid(y, w)
+        deltas[k] = d / len(fa)
+    lo, hi = np.quantile(deltas, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return {
+        "fid_a": per_seed_a,
+        "fid_b": per_seed_b,
+        "mean_a": float(np.mean(per_seed_a)),
+        "mean_b": float(np.mean(per_seed_b)),
+        "delta": float(np.mean(per_seed_a) - np.mean(per_seed_b)),
+        "low": float(lo),
+        "high": float(hi),
+        "confidence": confidence,
+        "n_boot": n_boot,
+    }
+
+
+def accuracy_decision(
+    diff: float, high: float, p_adjusted: float, headroom: float | None = None, alpha: float = 0.05
+) -> str:
+    """The pre-registered verdict on "the candidate classifies better than its baseline".
+
+    ``diff`` and ``high`` (upper end of its interval) and ``headroom`` (accuracy of the uncompressed
+    model minus the baseline's) are fractions; ``p_adjusted`` is the Holm-adjusted exact McNemar p.
+    Significant gain: "holds"; significant loss, or a gain of one point or more ruled out: "does
+    not hold"; a non-significant result where the baseline loses under one point: "cannot tell (no
+    headroom)"; otherwise "cannot tell".
+    """
+    if p_adjusted < alpha:
+        return "holds" if diff > 0 else "does not hold"
+    if headroom is not None and headroom < 0.01:
+        return "cannot tell (no headroom)"
+    if high < 0.01:
+        return "does not hold"
+    return "cannot tell"
+
+
+def generation_decision(low: float, high: float, baseline_fid: float, margin_fraction: float = 0.10) -> str:
+    """The pre-registered verdict on "generation is kept against the baseline" from the interval
+    (low, high) of FID(candidate) - FID(baseline): kept when the whole interval lies at or below a
+    margin of ``margin_fraction`` of the baseline's FID, not kept when it lies wholly above it."""
+    margin = margin_fraction * baseline_fid
+    if high <= margin:
+        return "holds"
+    if low > margin:
+        return "does not hold"
+    return "cannot tell"
