@@ -101,3 +101,87 @@ def dit_inputs(batch: int = 2, size: int = 16, seed: int = 1, t: int = 500):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 4, size, size, generator=g)
     return x, torch.full((batch,), t), torch.arange(batch) % 10
+
+
+def make_tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
+    """SDXL's layout in miniature: no attention at the highest resolution, so level 2 comes first."""
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    ).eval()
+
+
+def make_tiny_sd3(seed: int = 0, dual: bool = False, layers: int = 4):
+    """An MMDiT (SD3; SD3.5-like with `dual`: a second image self-attention in the first blocks)."""
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    return SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        num_layers=layers,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        caption_projection_dim=16,
+        pooled_projection_dim=8,
+        out_channels=4,
+        pos_embed_max_size=32,
+        dual_attention_layers=(0, 1) if dual else (),
+        qk_norm="rms_norm" if dual else None,
+    ).eval()
+
+
+def sd3_inputs(batch: int = 2, size: int | tuple[int, int] = 16, seed: int = 1, t=(500.0, 20.0)) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    h, w = (size, size) if isinstance(size, int) else size
+    return dict(
+        hidden_states=torch.randn(batch, 4, h, w, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        pooled_projections=torch.randn(batch, 8, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        return_dict=False,
+    )
+
+
+def make_tiny_flux(seed: int = 0, double: int = 2, single: int = 3):
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=double,
+        num_single_layers=single,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=24,
+        pooled_projection_dim=8,
+        axes_dims_rope=(4, 6, 6),
+    ).eval()
+
+
+def flux_inputs(batch: int = 2, h: int = 6, w: int = 8, text: int = 5, seed: int = 1, sigma=(0.5, 0.3)) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    img_ids = torch.zeros(h, w, 3)
+    img_ids[..., 1] = torch.arange(h)[:, None]
+    img_ids[..., 2] = torch.arange(w)[None, :]
+    return dict(
+        hidden_states=torch.randn(batch, h * w, 16, generator=g),
+        encoder_hidden_states=torch.randn(batch, text, 24, generator=g),
+        pooled_projections=torch.randn(batch, 8, generator=g),
+        timestep=torch.tensor(sigma[:batch]),
+        img_ids=img_ids.reshape(-1, 3),
+        txt_ids=torch.zeros(text, 3),
+        return_dict=False,
+    )

@@ -19,6 +19,13 @@ from torch import nn
 from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
 
 
+def _compiling() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # pragma: no cover
+        return False
+
+
 class FluxBackbone(Backbone):
     name = "flux"
     classes = ("FluxTransformer2DModel",)
@@ -27,6 +34,7 @@ class FluxBackbone(Backbone):
 
     def __init__(self) -> None:
         self._grid_cache: dict[tuple, tuple[int, int]] = {}
+        self._grid_by_count: dict[int, tuple[int, int]] = {}  # for compiled forwards: static lookup
 
     def blocks(self, model: nn.Module) -> list[Block]:
         out = []
@@ -40,6 +48,17 @@ class FluxBackbone(Backbone):
         return relative_placement(len(blocks))
 
     def _grid(self, img_ids: torch.Tensor | None, num_tokens: int) -> tuple[int, int]:
+        if _compiling():
+            # No host read inside a graph: the grid an eager forward saw for this token count, or a square.
+            grid = self._grid_by_count.get(num_tokens)
+            side = int(round(num_tokens**0.5))
+            if grid is None and side * side == num_tokens:
+                grid = (side, side)
+            if grid is None:
+                raise ValueError(
+                    f"bigain: under torch.compile a Flux grid of {num_tokens} tokens must be seen once eagerly first"
+                )
+            return grid
         if img_ids is None:
             raise ValueError("bigain: Flux needs `img_ids` to know the token grid")
         ids = img_ids[0] if img_ids.dim() == 3 else img_ids
@@ -53,6 +72,7 @@ class FluxBackbone(Backbone):
             if len(self._grid_cache) > 64:
                 self._grid_cache.clear()
             self._grid_cache[key] = grid
+            self._grid_by_count[num_tokens] = grid
         return grid
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import ops
 from ..backbones import Backbone, Block, ForwardInfo
 from ..methods import Draw, MethodConfig
 from .registry import HookSet
@@ -39,6 +40,32 @@ def _with_hidden(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple,
     kwargs = dict(kwargs)
     kwargs["hidden_states"] = value
     return args, kwargs
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on (B, S, heads, D) with tables (S, D) or per-sample (B, S, D); pairs of
+    adjacent channels rotate together (Flux's convention), computed in fp32 like diffusers."""
+    if cos.dim() == 2:
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    else:
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(3)
+    return (x.float() * cos.to(x.device) + rotated.float() * sin.to(x.device)).to(x.dtype)
+
+
+def _plan_positions(plan: Any) -> torch.Tensor:
+    """Original token index of every token of the reduced sequence: (B, N')."""
+    keep = getattr(plan, "keep_idx", None)
+    if keep is not None:
+        return keep
+    return torch.cat([plan.kept_idx, plan.dst_idx], dim=1)
+
+
+def _kv_positions(height: int, width: int, factor: int, device: torch.device) -> torch.Tensor:
+    """Token index that each downsampled key sits at (its nearest-exact sample): (N / factor**2,)."""
+    grid = torch.arange(height * width, device=device, dtype=torch.float32).view(1, 1, height, width)
+    return ops.nearest_exact(grid, factor).flatten().round().to(torch.int64)
 
 
 class PatchState:
@@ -89,6 +116,10 @@ class BlockPatch:
         self._kv_in: torch.Tensor | None = None  # projection mode: the tensor to_k/to_v must replace
         self._kv_src: torch.Tensor | None = None
         self._t_len = 0  # text prefix length of the current call (Flux single-stream blocks)
+        # Rotary tables moved out of the attention call when it sees other tokens than the model made:
+        # (q image, k image, text) as (cos, sin) pairs; None when the attention applies its own.
+        self._rope: tuple[Any, Any, Any] | None = None
+        self.rope_kwarg: str | None = getattr(state.backbone, "rope_kwarg", None)
 
     # -- shared ------------------------------------------------------------------------------
     def _image(self, x: torch.Tensor) -> tuple[int, torch.Tensor, tuple[int, int]]:
@@ -114,6 +145,8 @@ class BlockPatch:
     def install(self, hooks: HookSet) -> None:
         roles = self.block.roles
         attn = roles["attn"]
+        if self.rope_kwarg is not None:
+            self._install_rope(attn, hooks)
         if self.cfg.mechanism == "kv":
             hooks.pre(attn, self._kv_pre)
             if self.block.joint or self.block.text_prefix:
@@ -139,6 +172,56 @@ class BlockPatch:
             if role in reduced and role in roles:
                 hooks.pre(roles[role], self._reduce_pre)
                 hooks.post(roles[role], self._expand_post)
+
+    # -- rotary embeddings (Flux) ------------------------------------------------------------
+    def _install_rope(self, attn: nn.Module, hooks: HookSet) -> None:
+        if getattr(attn, "norm_q", None) is None or getattr(attn, "norm_k", None) is None:
+            raise ValueError(f"bigain: {self.block.name} applies rotary embeddings without q/k norms to hook")
+        image_part = not self.block.text_prefix
+        hooks.post(attn.norm_q, lambda m, out: self._rope_post(out, 0, image_part))
+        hooks.post(attn.norm_k, lambda m, out: self._rope_post(out, 1, image_part))
+        if self.block.joint:
+            for name in ("norm_added_q", "norm_added_k"):
+                if getattr(attn, name, None) is not None:
+                    hooks.post(getattr(attn, name), lambda m, out: self._rope_post(out, 2, False))
+        hooks.post(attn, self._rope_clear)
+
+    def _take_rope(self, kwargs: dict, text_len: int, q_pos: torch.Tensor | None, k_pos: torch.Tensor | None) -> dict:
+        """Remove the rotary tables from the attention call and keep the rows the new tokens need."""
+        tables = kwargs.get(self.rope_kwarg)
+        if tables is None:
+            self._rope = None
+            return kwargs
+        cos, sin = tables
+        n_text = cos.shape[0] - self.state.current().grid[0] * self.state.current().grid[1]
+        text = (cos[:n_text], sin[:n_text])
+        img_cos, img_sin = cos[n_text:], sin[n_text:]
+
+        def rows(pos: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            if pos is None:
+                return img_cos, img_sin
+            pos = pos.to(img_cos.device)
+            return img_cos[pos], img_sin[pos]
+
+        self._rope = (rows(q_pos), rows(k_pos), text)
+        kwargs = dict(kwargs)
+        kwargs[self.rope_kwarg] = None
+        return kwargs
+
+    def _rope_post(self, out: torch.Tensor, which: int, image_only: bool):
+        if self._rope is None:
+            return None
+        cos, sin = self._rope[which]
+        if which == 2 or image_only:
+            return apply_rope(out, cos, sin)
+        t_cos, t_sin = self._rope[2]
+        if cos.dim() == 3:  # per-sample image rows: give the text rows a batch dimension too
+            t_cos, t_sin = t_cos.expand(cos.shape[0], -1, -1), t_sin.expand(cos.shape[0], -1, -1)
+        return apply_rope(out, torch.cat([t_cos, cos], dim=-2), torch.cat([t_sin, sin], dim=-2))
+
+    def _rope_clear(self, module: nn.Module, output: Any) -> None:
+        self._rope = None
+        return None
 
     # -- token methods -----------------------------------------------------------------------
     def _make_plan(self, x: torch.Tensor) -> None:
@@ -169,7 +252,11 @@ class BlockPatch:
             self._make_plan(x)
         if self.plan is None or "attn" not in self.cfg.reduced_roles():
             return None
-        return _with_hidden(args, kwargs, self._reduce(x))
+        args, kwargs = _with_hidden(args, kwargs, self._reduce(x))
+        if self.rope_kwarg is not None:
+            pos = _plan_positions(self.plan)
+            kwargs = self._take_rope(kwargs, self._t_len, pos, pos)
+        return args, kwargs
 
     def _reduce_pre(self, module: nn.Module, args: tuple, kwargs: dict):
         if self.plan is None:
@@ -203,6 +290,9 @@ class BlockPatch:
         if self.block.joint or self.block.text_prefix:
             self._kv_in = x
             self._kv_src = torch.cat([x[:, :t_len], src], dim=1) if t_len else src
+            if self.rope_kwarg is not None:
+                kwargs = self._take_rope(kwargs, t_len, None, _kv_positions(h, w, self.param, x.device))
+                return args, kwargs
             return None
         if kwargs.get("encoder_hidden_states") is not None:
             raise RuntimeError(
