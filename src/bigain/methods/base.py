@@ -38,6 +38,30 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+SEED_LIMIT = 2**63
+
+
+def as_bool(name: str, value: Any) -> bool:
+    """A boolean option: True/False, 0/1, or a clear spelling ("true"/"false", "yes"/"no",
+    "on"/"off", "1"/"0"). Anything else ("maybe", 2, None) is an error, never silently truthy."""
+    if isinstance(value, bool):
+        return value
+    if is_int(value) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    check(False, name, value, "a boolean: True/False, 1/0, yes/no, on/off")
+    return False  # unreachable
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A seed: an integer in [0, 2**63) (what torch.Generator.manual_seed and the keyed hash take)."""
+    check(is_int(value) and 0 <= value < SEED_LIMIT, name, value, "an integer in [0, 2**63)")
+    return value
+
+
 @dataclass
 class Draw:
     """Where the random choices of one block call come from.

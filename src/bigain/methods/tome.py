@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 
 from .. import ops
-from .base import Draw, check
+from .base import Draw, as_bool, check
 from .windowed import WindowedConfig
 
 
@@ -24,6 +24,7 @@ class ToMeConfig(WindowedConfig):
     def validate(self) -> None:
         super().validate()
         check(self.mode in ("mean", "prune"), "mode", self.mode, "'mean' or 'prune'")
+        self.use_rand = as_bool("use_rand", self.use_rand)
 
     def choice(self, metric: torch.Tensor, height: int, width: int, draw: Draw) -> torch.Tensor:
         if not self.use_rand:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from .base import Draw, MethodConfig, check, is_int, is_real
+from .base import Draw, MethodConfig, as_bool, check, check_seed, is_int, is_real
 
 
 @dataclass
@@ -36,6 +36,9 @@ class WindowedConfig(MethodConfig):
         check(is_int(self.sy) and self.sy >= 1, "sy", self.sy, "an integer >= 1")
         check(self.sx * self.sy >= 2, "sx*sy", self.sx * self.sy, ">= 2 (a window needs a source token)")
         check(self.metric in ("auto", "block", "attn"), "metric", self.metric, "'auto', 'block' or 'attn'")
+        for key in ("merge_attn", "merge_crossattn", "merge_mlp"):
+            setattr(self, key, as_bool(key, getattr(self, key)))
+        check_seed("seed", self.seed)
         if self.generator is not None:
             check(isinstance(self.generator, torch.Generator), "generator", self.generator, "a torch.Generator")
 
