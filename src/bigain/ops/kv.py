@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import fast
 from .grid import map_to_tokens, tokens_to_map
 
 
@@ -43,7 +44,12 @@ def blend_downsample(x: torch.Tensor, factor: int, alpha: float | torch.Tensor) 
 def downsample_tokens(
     tokens: torch.Tensor, height: int, width: int, factor: int, alpha: float | torch.Tensor = 1.0
 ) -> torch.Tensor:
-    """(B, N, C) tokens on an H x W grid -> (B, (H//s)*(W//s), C) key/value source."""
+    """(B, N, C) tokens on an H x W grid -> (B, (H//s)*(W//s), C) key/value source.
+
+    On CUDA with Triton this is one fused kernel reading the token layout directly (`bigain.ops.fast`).
+    """
     if factor == 1:
         return tokens
+    if fast.active(tokens):
+        return fast.kernels().downsample_tokens(tokens, height, width, factor, alpha)
     return map_to_tokens(blend_downsample(tokens_to_map(tokens, height, width), factor, alpha))

@@ -3,19 +3,28 @@
 A plan is computed once per block call from a metric and then applied to any
 tensor of the same token layout: `reduce` (N -> N - r tokens) before a sub-layer,
 `expand` (N - r -> N) after it. `expand` is a single gather through `inverse`,
-the position in the reduced sequence that each original token reads from.
+the position in the reduced sequence that each original token reads from; `reduce`
+is one gather through `order` (plus one scatter-mean when sources are merged). All
+index bookkeeping is done when the plan is made, once per block call, not per use.
+
+On CUDA with Triton, the matching, the merge and the gathers take the fused kernels of
+`bigain.ops.fast` (same plans on inputs without ties, outputs equal up to rounding).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+from . import fast
 
 
 def _gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, N, C), idx (B or 1, M) -> (B, M, C)."""
+    if fast.active(x):
+        return fast.kernels().gather_rows(x, idx)
     b, _, c = x.shape
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(b, idx.shape[1], c))
 
@@ -30,22 +39,46 @@ class MergePlan:
     target: torch.Tensor  # (B, r) destination slot (0..Nd-1) of each merged source
     inverse: torch.Tensor  # (B, N) position in the reduced sequence each token reads back
     mode: str = "mean"
+    # (B, N) [kept, dst, merged] ids: the reduced rows, then the rows merged into them.
+    order: torch.Tensor | None = field(default=None, repr=False)
+    # Fast-path bookkeeping (tokens, starts, counts) for the one-pass merge; made with the plan on CUDA.
+    segments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("mean", "prune"):
+            raise ValueError(f"unknown merge mode {self.mode!r}")
+        if self.order is None:
+            b = self.inverse.shape[0]
+            parts = [self.kept_idx, self.dst_idx.expand(b, -1), self.merged_idx]
+            self.order = torch.cat(parts, dim=1)
+        self._slot = (self.target + self.kept_idx.shape[1]).unsqueeze(-1)  # (B, r, 1) rows merged into
 
     @property
     def num_removed(self) -> int:
         return self.merged_idx.shape[1]
 
+    @property
+    def num_reduced(self) -> int:
+        return self.kept_idx.shape[1] + self.dst_idx.shape[1]
+
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
-        kept = _gather_tokens(x, self.kept_idx)
-        dst = _gather_tokens(x, self.dst_idx)
-        if self.num_removed > 0:
-            src = _gather_tokens(x, self.merged_idx)
-            index = self.target.unsqueeze(-1).expand(x.shape[0], self.num_removed, x.shape[-1])
-            if self.mode == "mean":
-                dst = dst.scatter_reduce(1, index, src, reduce="mean")
-            elif self.mode != "prune":
-                raise ValueError(f"unknown merge mode {self.mode!r}")
-        return torch.cat([kept, dst], dim=1)
+        m, r = self.num_reduced, self.num_removed
+        merging = self.mode == "mean" and r > 0
+        if fast.active(x):
+            kernels = fast.kernels()
+            if not merging:
+                return kernels.gather_rows(x, self.order[:, :m])
+            if self.segments is None:
+                self.segments = kernels.merge_segments(
+                    self.kept_idx, self.dst_idx, self.merged_idx, self.target, x.shape[1]
+                )
+            return kernels.segment_mean(x, *self.segments, self.kept_idx.shape[1])
+        if not merging:
+            return _gather_tokens(x, self.order[:, :m])
+        y = _gather_tokens(x, self.order)
+        index = self._slot.expand(x.shape[0], r, x.shape[-1])
+        # Out of place: the result is a contiguous copy of the reduced rows with the merged rows averaged in.
+        return y[:, :m].scatter_reduce(1, index, y[:, m:], reduce="mean")
 
     def expand(self, y: torch.Tensor) -> torch.Tensor:
         return _gather_tokens(y, self.inverse)
@@ -98,29 +131,27 @@ def bipartite_merge_plan(
     src_idx = src_idx.expand(b, -1)
     r = max(0, min(int(r), src_idx.shape[1]))
     with torch.no_grad():
-        unit = metric / metric.norm(dim=-1, keepdim=True)
-        a = _gather_tokens(unit, src_idx)
-        d = _gather_tokens(unit, dst_idx)
-        scores = a @ d.transpose(-1, -2)
-        best, nearest = scores.max(dim=-1)
+        use_fast = fast.active(metric)
+        if use_fast:
+            best, nearest = fast.kernels().best_match(metric, src_idx, dst_idx)
+        else:
+            unit = metric / metric.norm(dim=-1, keepdim=True)
+            a = _gather_tokens(unit, src_idx)
+            d = _gather_tokens(unit, dst_idx)
+            scores = a @ d.transpose(-1, -2)
+            best, nearest = scores.max(dim=-1)
         edge = best.argsort(dim=-1, descending=True)
-        merged_pos, kept_pos = edge[:, :r], edge[:, r:]
-        kept_idx = torch.gather(src_idx, 1, kept_pos)
-        merged_idx = torch.gather(src_idx, 1, merged_pos)
-        target = torch.gather(nearest, 1, merged_pos)
-        n_kept = kept_idx.shape[1]
-        ar = torch.arange(n, device=metric.device, dtype=torch.int64).unsqueeze(0)
-        inverse = _positions(
-            b,
-            n,
-            metric.device,
-            [
-                (kept_idx, ar[:, :n_kept]),
-                (dst_idx, ar[:, n_kept : n_kept + dst_idx.shape[1]]),
-                (merged_idx, target + n_kept),
-            ],
-        )
-    return MergePlan(kept_idx, merged_idx, dst_idx, target, inverse, mode)
+        ranked = torch.gather(src_idx, 1, edge)  # sources by descending best similarity
+        merged_idx, kept_idx = ranked[:, :r], ranked[:, r:]
+        target = torch.gather(nearest, 1, edge[:, :r])
+        n_kept, nd = kept_idx.shape[1], dst_idx.shape[1]
+        order = torch.cat([kept_idx, dst_idx, merged_idx], dim=1)
+        ar = torch.arange(n_kept + nd, device=metric.device, dtype=torch.int64).expand(b, -1)
+        inverse = _positions(b, n, metric.device, [(order, torch.cat([ar, target + n_kept], dim=1))])
+        segments = None
+        if use_fast and mode == "mean" and r > 0:
+            segments = fast.kernels().merge_segments(kept_idx, dst_idx, merged_idx, target, n)
+    return MergePlan(kept_idx, merged_idx, dst_idx, target, inverse, mode, order, segments)
 
 
 def similarity_prune_plan(
@@ -152,27 +183,40 @@ def similarity_prune_plan(
         raise ValueError(f"similarity_dtype must be a floating dtype, got {similarity_dtype}")
     b, n, _ = metric.shape
     with torch.no_grad(), _without_autocast(metric.device):
+        use_fast = fast.active(metric)
         unit = metric.to(similarity_dtype)
         unit = unit / unit.norm(dim=-1, keepdim=True)
-        sim = unit @ unit.transpose(-1, -2)  # (B, N, N)
-        score = beta * sim.sum(dim=-1)
+        if use_fast:
+            # sum_j cos(x_i, x_j) = unit_i . sum_j unit_j: O(N C) instead of the (N, N) matrix.
+            score = beta * (unit @ unit.sum(dim=1).unsqueeze(-1)).squeeze(-1)
+        else:
+            sim = unit @ unit.transpose(-1, -2)  # (B, N, N)
+            score = beta * sim.sum(dim=-1)
         if noise is not None:
             score = score + noise_alpha * noise.to(score)
         choice = score_choice(score, height, width, sx, sy, rule="paper", largest=True)
         dst_idx, src_idx = partition(choice, height, width, sx, sy)
         r = max(0, min(int(r), src_idx.shape[1]))
-        src_to_dst = torch.gather(sim, 1, src_idx.unsqueeze(-1).expand(b, src_idx.shape[1], n))
-        src_to_dst = torch.gather(src_to_dst, 2, dst_idx.unsqueeze(1).expand(b, src_idx.shape[1], dst_idx.shape[1]))
-        redundancy = src_to_dst.max(dim=-1).values
+        if use_fast:
+            redundancy = fast.kernels().best_match(unit, src_idx, dst_idx)[0]
+        else:
+            src_to_dst = torch.gather(sim, 1, src_idx.unsqueeze(-1).expand(b, src_idx.shape[1], n))
+            src_to_dst = torch.gather(
+                src_to_dst, 2, dst_idx.unsqueeze(1).expand(b, src_idx.shape[1], dst_idx.shape[1])
+            )
+            redundancy = src_to_dst.max(dim=-1).values
         order = redundancy.argsort(dim=-1, descending=True)
         pruned_idx = torch.gather(src_idx, 1, order[:, :r])
         kept_src = torch.gather(src_idx, 1, order[:, r:])
         keep_idx = torch.cat([kept_src, dst_idx], dim=1)
         n_keep = keep_idx.shape[1]
         # Most similar retained token for every pruned token.
-        to_keep = torch.gather(sim, 1, pruned_idx.unsqueeze(-1).expand(b, r, n))
-        to_keep = torch.gather(to_keep, 2, keep_idx.unsqueeze(1).expand(b, r, n_keep))
-        source_pos = to_keep.argmax(dim=-1)
+        if use_fast:
+            source_pos = fast.kernels().best_match(unit, pruned_idx, keep_idx)[1]
+        else:
+            to_keep = torch.gather(sim, 1, pruned_idx.unsqueeze(-1).expand(b, r, n))
+            to_keep = torch.gather(to_keep, 2, keep_idx.unsqueeze(1).expand(b, r, n_keep))
+            source_pos = to_keep.argmax(dim=-1)
         ar = torch.arange(n_keep, device=metric.device, dtype=torch.int64).unsqueeze(0)
         inverse = _positions(b, n, metric.device, [(keep_idx, ar), (pruned_idx, source_pos)])
     return PrunePlan(keep_idx, inverse)
