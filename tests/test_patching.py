@@ -238,11 +238,29 @@ def test_sample_keys_make_rows_independent_of_batch(method):
     assert not torch.equal(a, b)
 
 
-def test_seed_gives_same_numbers():
+@pytest.mark.parametrize("method", ["tome", "sito"])
+def test_seed_gives_same_numbers_and_another_seed_other_numbers(method):
     x = unet_inputs(2)
     outs = []
-    for _ in range(2):
+    for seed in (3, 3, 4):
         unet = make_tiny_unet()
-        bigain.apply(unet, "sito", seed=3)
+        bigain.apply(unet, method, seed=seed)
         outs.append(_unet_out(unet, x))
     assert torch.equal(outs[0], outs[1])
+    assert not torch.equal(outs[0], outs[2])
+
+
+def test_kv_switch_off_needs_every_row_at_or_below_stop_t():
+    """Off for a forward whose timesteps are all <= stop_t; a mixed batch is compressed in every row."""
+    x, _, c = unet_inputs(2)
+    plain = make_tiny_unet()
+    unet = make_tiny_unet()
+    bigain.apply(unet, "bigain-td")
+    mixed_t = torch.tensor([0, 500])
+    mixed = _unet_out(unet, (x, mixed_t, c))
+    row0_alone = _unet_out(unet, (x[:1], mixed_t[:1], c[:1]))
+    assert torch.equal(row0_alone, _unet_out(plain, (x[:1], mixed_t[:1], c[:1])))  # all rows at t=0: off
+    assert not torch.allclose(mixed[:1], row0_alone, atol=1e-6)  # the t=0 row of a mixed batch is compressed
+    assert torch.equal(_unet_out(unet, (x, 0, c)), _unet_out(plain, (x, 0, c)))  # a Python-number t works too
+    bigain.apply(unet, "bigain-td", stop_t=None)
+    assert not torch.allclose(_unet_out(unet, (x, 0, c)), _unet_out(plain, (x, 0, c)), atol=1e-6)
