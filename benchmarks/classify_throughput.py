@@ -1,6 +1,6 @@
 """Diffusion-classifier throughput: batched engine vs the plain per-class reference loop.
 
-Same model, same images, same protocol (spec §7.3: n_samples 5 20, to_keep 5 1, l2); the two must
+Same model, same images, same protocol (n_samples 5 20, to_keep 5 1, l2); the two must
 give the same predictions. Uses the embedded ``builtin:fashion-dit`` when its weights are installed,
 otherwise a tiny random-weight DiT of the same shape (1×32×32, patch 2, 10 classes).
 

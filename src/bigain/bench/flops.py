@@ -1,7 +1,7 @@
 """FLOP counting of one denoiser forward with `torch.utils.flop_counter.FlopCounterMode`.
 
 On CPU, FlopCounterMode does not count scaled_dot_product_attention, so attention is switched to
-diffusers' explicit `AttnProcessor` (matmul + softmax) while counting, as in spec section 8.4.
+diffusers' explicit `AttnProcessor` (matmul + softmax) while counting, as the paper's FLOP counts do.
 Counting only needs shapes: a model built on the meta device (`build_model(..., device="meta")`)
 with meta inputs gives the same count as a real forward, in milliseconds.
 """

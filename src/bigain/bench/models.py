@@ -78,7 +78,7 @@ def example_inputs(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Keyword inputs of one denoiser forward (spec 8.3: t = 500, random latent and context / class 0)."""
+    """Keyword inputs of one denoiser forward (the paper's latency set-up: t = 500, random latent and context / class 0)."""
     s = latent_size(name, pixels)
     gen = torch.Generator().manual_seed(seed)
     t = torch.full((batch,), 500, dtype=torch.int64)

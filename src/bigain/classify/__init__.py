@@ -1,4 +1,4 @@
-"""Zero-shot diffusion classification (spec §7) with optional token compression.
+"""Zero-shot diffusion classification (the diffusion classifier of Li et al., BiGain protocol) with optional token compression.
 
 - :class:`DiffusionClassifier`: the batched engine (``classify``, ``classify_batch``).
 - :func:`reference_classify`: the same protocol as a plain loop (one class, one (t, ε) at a time).

@@ -8,7 +8,7 @@ Names understood by :func:`load_dataset`:
 - ``builtin:fashion-mnist`` (optionally ``builtin:fashion-mnist:train``): the embedded test split.
 - ``imagenet:DIR`` an ImageNet-1K ``val`` folder (1000 wnid folders; folder k = ImageNet id k).
 - ``imagenet100:DIR`` an ImageNet-100 folder (100 wnid folders; folder k = k-th smallest id of the
-  CMC subset, spec §7.1).
+  CMC subset used by the diffusion-classifier papers).
 - ``pets:DIR`` Oxford-IIIT Pets (``annotations/test.txt`` + ``images/``).
 - ``coco:DIR`` COCO-2017 val (``annotations/instances_val2017.json`` + ``val2017/``), multi-label.
 - ``folder:DIR`` any class-folder tree (class names from the folder names).
@@ -70,7 +70,7 @@ def imagenet_class_names() -> tuple[str, ...]:
 
 @cache
 def imagenet100_ids() -> tuple[int, ...]:
-    """The 100 ImageNet ids of the CMC ImageNet-100 subset (spec §7.1), ascending."""
+    """The 100 ImageNet ids of the CMC ImageNet-100 subset (the diffusion-classifier papers' subset), ascending."""
     ids = tuple(sorted(int(x) for line in _resource_lines("imagenet100_ids.txt") for x in line.split()))
     assert len(ids) == 100, len(ids)
     return ids

@@ -1,4 +1,4 @@
-"""The diffusion classifier (spec §7): batched engine and a plain reference loop.
+"""The diffusion classifier (Li et al., BiGain protocol): batched engine and a plain reference loop.
 
 A class ``c`` is scored on an image ``x0`` by how well the denoiser, conditioned on ``c``,
 predicts the noise that was added: for each evaluated (timestep t, noise ε)
@@ -236,14 +236,14 @@ def _finish(
 # the batched engine
 # --------------------------------------------------------------------------------------------
 class DiffusionClassifier:
-    """Zero-shot classification with a diffusion denoiser (spec §7), batched.
+    """Zero-shot classification with a diffusion denoiser, batched.
 
     Args:
         bundle: a :class:`bigain.models.bundle.DiffusionBundle` (or anything with ``denoiser``,
             ``alphas_cumprod``, ``num_classes``, ``sample_shape`` and ``predict_eps``).
         classes: the model label of each candidate (default ``range(bundle.num_classes)``).
             Predictions are positions in this list, e.g. ImageNet-100 folder indices for a DiT.
-        n_samples, to_keep: the adaptive stages (spec default ``(5, 20)`` / ``(5, 1)``).
+        n_samples, to_keep: the adaptive stages (default ``(5, 20)`` / ``(5, 1)``, the BiGain protocol).
         loss: ``"l2"`` (default), ``"l1"`` or ``"huber"`` (δ = 1).
         batch_size: denoiser rows per forward.
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"``: autocast for the denoiser; noising and errors
@@ -251,7 +251,7 @@ class DiffusionClassifier:
         seed: seeds the per-image noise (together with the image key).
         pattern: ``"per-sample"`` (default: compressed blocks draw their random choices from
             per-row keys, batch-independent) or ``"per-call"`` (a new pattern per forward).
-        n_trials: noise draws per timestep (spec: 1).
+        n_trials: noise draws per timestep (the protocol uses 1).
     """
 
     def __init__(
@@ -417,7 +417,7 @@ def reference_classify(
     pattern: str = "per-sample",
     n_trials: int = 1,
 ) -> ClassifyResult:
-    """The protocol of spec §7 written plainly: one class, one (t, ε), one forward at a time."""
+    """The classification protocol written plainly: one class, one (t, ε), one forward at a time."""
     start = time.perf_counter()
     _check_loss(loss)
     _check_pattern(pattern)

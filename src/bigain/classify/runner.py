@@ -348,7 +348,19 @@ def run_classification(
 
                     ctx = bigain.compressed(bundle, method_name, **method_options)
                 with ctx:
-                    _score(clf, bundle, dataset, todo, len(mine), group, writer, progress, rank, world)
+                    _score(
+                        clf,
+                        bundle,
+                        dataset,
+                        todo,
+                        len(mine),
+                        group,
+                        writer,
+                        progress,
+                        rank,
+                        world,
+                        rows_per_image,
+                    )
         _barrier(world)
         summary = None
         if rank == 0:
@@ -373,6 +385,7 @@ def _score(
     progress: bool,
     rank: int,
     world: int,
+    rows_per_image: int,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -386,6 +399,15 @@ def _score(
         position=rank if world > 1 else None,
         dynamic_ncols=True,
     )
+    # images finish a group at a time: show the denoiser rows as they go, so the bar never looks stuck
+    rows_total = len(todo) * rows_per_image
+    rows_done = [0]
+
+    def on_rows(n: int) -> None:
+        rows_done[0] += n
+        bar.set_postfix_str(f"denoiser rows {rows_done[0]}/{rows_total}")
+
+    old_progress, clf.progress = clf.progress, (on_rows if progress else clf.progress)
     try:
         for lo in range(0, len(todo), group):
             positions = todo[lo : lo + group]
@@ -449,4 +471,5 @@ def _score(
                 )
                 bar.update(1)
     finally:
+        clf.progress = old_progress
         bar.close()

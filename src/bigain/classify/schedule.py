@@ -1,4 +1,4 @@
-"""Timestep grid and adaptive stage plan of the diffusion classifier (spec §7.3).
+"""Timestep grid and adaptive stage plan of the diffusion classifier (BiGain protocol).
 
 With ``T`` training timesteps and ``m = max(n_samples)`` the candidate timesteps are
 ``range(T // m // 2, T, T // m)[:m]``. Stage ``k`` evaluates ``n_k`` of them, spread evenly

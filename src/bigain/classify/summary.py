@@ -1,4 +1,4 @@
-"""Accuracy, per-class accuracy, confusion matrix and the multi-label metrics of spec §7.3."""
+"""Accuracy, per-class accuracy, confusion matrix and the multi-label metrics (acc@1, mAP, recall@5)."""
 
 from __future__ import annotations
 

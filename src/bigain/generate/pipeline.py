@@ -10,7 +10,7 @@ from .run import generation_options
 
 
 def pipeline_defaults(pipe: Any) -> dict[str, Any]:
-    """The paper's protocol (spec 8): SD Euler 50 steps CFG 7.5; DiT DDIM 50 steps CFG 4.0."""
+    """The paper's protocol: SD Euler 50 steps CFG 7.5; DiT DDIM 50 steps CFG 4.0."""
     if hasattr(pipe, "transformer") and type(pipe.transformer).__name__ == "DiTTransformer2DModel":
         return {"num_inference_steps": 50, "guidance_scale": 4.0, "scheduler": "ddim"}
     return {"num_inference_steps": 50, "guidance_scale": 7.5, "scheduler": "euler"}

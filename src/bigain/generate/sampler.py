@@ -25,7 +25,7 @@ SEED_LIMIT = 2**44
 
 @dataclass
 class SamplerConfig:
-    """Defaults follow the paper's DiT protocol (spec 8.2): DDIM, 50 steps, CFG 4.0."""
+    """Defaults follow the paper's DiT protocol: DDIM, 50 steps, CFG 4.0."""
 
     sampler: str = "ddim"
     steps: int = 50
@@ -97,7 +97,13 @@ def sample(
     device = next(bundle.denoiser.parameters()).device
     outs = []
     n = len(labels)
-    bar = tqdm(total=n, desc=f"sampling ({cfg.sampler}, {cfg.steps} steps)", disable=not progress, unit="img")
+    n_batches = -(-n // cfg.batch_size)
+    bar = tqdm(  # one tick per denoising step of a batch, so a long batch never looks stuck
+        total=n_batches * cfg.steps,
+        desc=f"sampling {n} images ({cfg.sampler}, {cfg.steps} steps)",
+        disable=not progress,
+        unit="step",
+    )
     for start in range(0, n, cfg.batch_size):
         y = labels[start : start + cfg.batch_size].to(device)
         idx = list(range(first_index + start, first_index + start + len(y)))
@@ -123,7 +129,7 @@ def sample(
                     eps = bundle.predict_eps(xin, tt, y).float()
             kwargs = {"generator": step_gen} if cfg.sampler in ("ddpm", "euler") else {}
             x = sched.step(eps, t, x, **kwargs).prev_sample
+            bar.update(1)
         outs.append(x.clamp(-1, 1).float().cpu())
-        bar.update(len(y))
     bar.close()
     return torch.cat(outs) if outs else torch.empty(0, *bundle.sample_shape)

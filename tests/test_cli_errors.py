@@ -1,0 +1,150 @@
+"""Every user error and common operational failure of the `bigain` verbs ends in one line on stderr:
+exit 2 for usage errors, 1 for runtime failures, and no folder is left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bigain.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_unknown_command_names_itself_and_the_closest_match(capsys):
+    code, err = run(capsys, "clasify", "--out", "x")
+    assert code == 2 and "'clasify'" in one_line(err) and "did you mean 'classify'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["classify", "--limit", "0"], "--limit: 0 is out of range"),
+        (["classify", "--method", "nope"], "unknown method 'nope'"),
+        (["classify", "--method", "tome", "--ratio", "1.5"], "ratio=1.5"),
+        (["classify", "--option", "ratio=0.5"], "without --method"),
+        (["classify", "--option", "novalue"], "expected key=value"),
+        (["classify", "--data", "/nonexistent/data"], "does not exist"),
+        (["generate", "--num", "0"], "--num: 0 is out of range"),
+        (["generate", "--method", "nope"], "unknown method 'nope'"),
+        (["generate", "--method", "tome", "--ratio", "1.5"], "ratio=1.5"),
+        (["generate", "--labels", "a,b"], "--labels"),
+        (["generate", "--seed", str(2**70)], "seed="),
+        (["generate", "--model", "/nonexistent/model"], "model='/nonexistent/model'"),
+        (["demo", "--images", "0"], "--images: 0 is out of range"),
+        (["bench", "--model", "nope"], "--model"),
+        (["bench", "--methods", "tome:ratio=1.5", "--flops-only"], "ratio=1.5"),
+        (["sweep", "--no-such-flag"], "unrecognized arguments"),
+        (["train", "--no-such-flag"], "arguments"),
+        (["methods", "--no-such-flag"], "unrecognized arguments"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(capsys, tmp_path, argv, needle):
+    out = tmp_path / "run"
+    if argv[0] in ("classify", "generate"):
+        argv = [*argv, "--out", str(out)]
+    code, err = run(capsys, *argv)
+    line = one_line(err)
+    assert code == 2 and needle in line, line
+    assert line.startswith(f"bigain {argv[0]}: error: ")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("verb", ["classify", "generate", "bench"])
+def test_cuda_without_cuda_is_one_line(capsys, tmp_path, verb):
+    argv = [verb, "--device", "cuda"] + (["--out", str(tmp_path / "r")] if verb != "bench" else [])
+    code, err = run(capsys, *argv)
+    assert code == 2 and "CUDA is not available" in one_line(err)
+
+
+@pytest.mark.parametrize("verb", ["classify", "generate"])
+def test_out_that_is_a_file_or_read_only(capsys, tmp_path, verb):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    code, err = run(capsys, verb, "--out", str(f))
+    assert code == 2 and "is an existing file" in one_line(err) and f.read_text() == "keep me"
+    if os.access("/proc/self", os.W_OK):
+        pytest.skip("no read-only folder to test with")
+    code, err = run(capsys, verb, "--out", "/proc/self/bigain-run")
+    assert code == 2 and "not writable" in one_line(err)
+
+
+def test_another_process_holding_the_lock_is_one_line_exit_1(capsys, tmp_path):
+    from bigain import runs
+
+    out = tmp_path / "gen"
+    argv = ["generate", "--num", "2", "--steps", "1", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    with runs.lock(out / ".lock"):
+        code, err = run(capsys, *argv)
+    assert code == 1 and f"pid {os.getpid()}" in one_line(err)
+    # another run in the same folder names the key that differs and both values
+    code, err = run(capsys, *argv[:-2], "--seed", "1", "--out", str(out))
+    assert code == 2 and "sampler.seed: folder has 0, this run has 1" in one_line(err)
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path, monkeypatch):
+    code, err = run(capsys, "generate", "--method", "nope", "--out", str(tmp_path / "r"), "--debug")
+    assert code == 2 and "Traceback" in err and "unknown method" in err
+    monkeypatch.setenv("BIGAIN_DEBUG", "1")
+    code, err = run(capsys, "generate", "--method", "nope", "--out", str(tmp_path / "r"))
+    assert code == 2 and "Traceback" in err
+
+
+def test_hub_id_while_offline_is_one_line_exit_1(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bigain.cli",
+            "classify",
+            "--model",
+            "someone/some-model",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "hub" in one_line(proc.stderr.strip()) and "network" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_methods_listing_shows_the_paper_placement(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert '"blocks": "paper"' in out and '"blocks": null' not in out
+
+
+def test_help_texts_are_self_contained(capsys):
+    for verb in ("classify", "generate", "demo", "bench", "methods"):
+        with pytest.raises(SystemExit):
+            from bigain import cli
+
+            cli.VERBS[verb](["--help"])
+        text = capsys.readouterr().out
+        assert "spec §" not in text and "DESIGN.md" not in text and "shared/" not in text, verb
