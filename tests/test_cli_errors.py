@@ -148,3 +148,16 @@ def test_help_texts_are_self_contained(capsys):
             cli.VERBS[verb](["--help"])
         text = capsys.readouterr().out
         assert "spec §" not in text and "DESIGN.md" not in text and "shared/" not in text, verb
+
+
+def test_disk_full_is_one_line_exit_1(capsys, tmp_path, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, err = run(
+        capsys, "generate", "--num", "1", "--steps", "1", "--no-progress", "--out", str(tmp_path / "g")
+    )
+    assert code == 1 and "No space left on device" in one_line(err)
