@@ -60,9 +60,9 @@ def set_mode(new_mode: str) -> None:
     global _mode, _kernels
     if new_mode not in MODES:
         raise ValueError(f"fast mode must be one of {MODES}, got {new_mode!r}")
-    if new_mode == "interpret":
+    if new_mode == "interpret" and os.environ.get("TRITON_INTERPRET") != "1":
         os.environ["TRITON_INTERPRET"] = "1"
-        if _kernels is not None:
+        if _kernels is not None:  # defined as compiled kernels: define them again, interpreted
             _kernels = importlib.reload(_kernels)
     _mode = new_mode
 
