@@ -1,4 +1,4 @@
-"""Zero-shot diffusion classification (the diffusion classifier of Li et al., BiGain protocol) with optional token compression.
+"""Zero-shot diffusion classification (Li et al.'s diffusion classifier, BiGain protocol), optionally compressed.
 
 - :class:`DiffusionClassifier`: the batched engine (``classify``, ``classify_batch``).
 - :func:`reference_classify`: the same protocol as a plain loop (one class, one (t, ε) at a time).
@@ -10,7 +10,14 @@
 
 from .cli import cli_main
 from .datasets import load_dataset
-from .engine import ClassifyResult, DiffusionClassifier, StageErrors, image_key_from_id, reference_classify
+from .engine import (
+    ClassifyResult,
+    DiffusionClassifier,
+    NonFiniteError,
+    StageErrors,
+    image_key_from_id,
+    reference_classify,
+)
 from .pipeline import bundle_from_pipeline, prepare_x0
 from .runner import ConfigMismatchError, load_results, merge_results, read_records, run_classification
 from .schedule import adaptive_plan, calls_per_image, stage_timesteps, timestep_grid
@@ -20,6 +27,7 @@ __all__ = [
     "ClassifyResult",
     "ConfigMismatchError",
     "DiffusionClassifier",
+    "NonFiniteError",
     "StageErrors",
     "adaptive_plan",
     "average_precision",
