@@ -189,3 +189,21 @@ def test_sito_plan_matches_reference(h, w):
     x = torch.randn(b, h * w, 12, generator=gen)
     ref_out, out = both(lambda: ref.expand(ref.reduce(x)))
     assert torch.equal(out, ref_out)
+
+
+def test_compiled_code_takes_the_reference_path(monkeypatch):
+    """Under torch.compile the ops trace their PyTorch code (no graph break), even in a fresh process."""
+    monkeypatch.setattr(fast, "_triton_available", None)
+    h = w = 8
+    metric = torch.randn(2, h * w, 16, generator=torch.Generator().manual_seed(0))
+    dst, src = grid_partition(2, h, w, seed=2)
+
+    def step(m):
+        plan = ops.bipartite_merge_plan(m, dst, src, 24)
+        return plan.expand(plan.reduce(m) * 2), ops.downsample_tokens(m, h, w, 2, 0.5)
+
+    compiled = torch.compile(step, fullgraph=True)(metric)
+    with fast.using("off"):
+        reference = step(metric)
+    for got, ref in zip(compiled, reference):
+        torch.testing.assert_close(got, ref)

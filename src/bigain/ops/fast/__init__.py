@@ -78,9 +78,16 @@ def using(new_mode: str) -> Iterator[None]:
         set_mode(old)
 
 
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_compiling"):
+        return compiler.is_compiling()
+    return torch._dynamo.is_compiling()  # torch < 2.3
+
+
 def active(*tensors: torch.Tensor) -> bool:
     """Whether an op called on these tensors should take its fast path."""
-    if _mode == "off" or not available() or torch.compiler.is_compiling():
+    if _mode == "off" or _compiling() or not available():  # compiling first: traced code never imports
         return False
     if _mode == "interpret":
         return True
