@@ -5,7 +5,12 @@ predicts the noise that was added: for each evaluated (timestep t, noise ε)
 
     x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε,     e = mean_{C,H,W} loss(ε̂(x_t, t, c), ε)
 
-and the class score is the mean of ``e``; lowest wins. Classes are pruned in stages
+and the class score is the mean of ``e``; lowest wins. Flow-matching models (SD3, Flux: bundles
+with ``prediction_type == "flow"``, see :mod:`bigain.models.flow`) predict a velocity instead:
+
+    x_t = (1 - σ_t) x0 + σ_t ε,     e = mean_{C,H,W} loss(v̂(x_t, t, c), ε - x0)
+
+with σ_t the bundle's table (``t / T`` under the scheduler's shift). Classes are pruned in stages
 (:mod:`bigain.classify.schedule`). The noise is drawn once per image from a generator seeded by
 ``(seed, image_key)``, one tensor per noise slot, shared by all classes.
 
@@ -98,6 +103,28 @@ def _row_errors(eps_hat: torch.Tensor, eps: torch.Tensor, loss: str) -> torch.Te
 def _noise_coefficients(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ab = alphas_cumprod.detach().to("cpu", torch.float64)[t.cpu()]
     return ab.sqrt().float(), (1.0 - ab).sqrt().float()
+
+
+def _is_flow(bundle: Any) -> bool:
+    return getattr(bundle, "prediction_type", "epsilon") == "flow"
+
+
+def _coefficients(bundle: Any, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a_t, b_t) of x_t = a_t x0 + b_t ε: (√ᾱ_t, √(1 - ᾱ_t)), or (1 - σ_t, σ_t) for flow bundles."""
+    if _is_flow(bundle):
+        sigma = bundle.sigmas.detach().to("cpu", torch.float64)[t.cpu()]
+        return (1.0 - sigma).float(), sigma.float()
+    return _noise_coefficients(bundle.alphas_cumprod, t)
+
+
+def _target(bundle: Any, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """What the prediction is compared with: ε, or the velocity ε - x0 for flow bundles."""
+    return eps - x0 if _is_flow(bundle) else eps
+
+
+def _predict(bundle: Any, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The bundle's prediction in its own parametrisation (ε, or the velocity for flow bundles)."""
+    return bundle.predict(x_t, t, labels) if _is_flow(bundle) else bundle.predict_eps(x_t, t, labels)
 
 
 def _noised(x0: torch.Tensor, eps: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
@@ -240,7 +267,8 @@ class DiffusionClassifier:
 
     Args:
         bundle: a :class:`bigain.models.bundle.DiffusionBundle` (or anything with ``denoiser``,
-            ``alphas_cumprod``, ``num_classes``, ``sample_shape`` and ``predict_eps``).
+            ``alphas_cumprod``, ``num_classes``, ``sample_shape`` and ``predict_eps``), or a flow bundle
+            (``prediction_type == "flow"``, ``sigmas`` and ``predict``: :mod:`bigain.models.flow`).
         classes: the model label of each candidate (default ``range(bundle.num_classes)``).
             Predictions are positions in this list, e.g. ImageNet-100 folder indices for a DiT.
         n_samples, to_keep: the adaptive stages (default ``(5, 20)`` / ``(5, 1)``, the BiGain protocol).
@@ -374,7 +402,7 @@ class DiffusionClassifier:
         cls_all = torch.tensor(cls_idx, dtype=torch.long)
         slot_all = torch.tensor(slot_idx, dtype=torch.long)
         t_all = self.slot_t[slot_all]
-        sa_all, sb_all = _noise_coefficients(self.bundle.alphas_cumprod, t_all)
+        sa_all, sb_all = _coefficients(self.bundle, t_all)
         key_table = torch.tensor(
             [[mix_keys(k, s) for s in range(self.num_slots)] for k in image_keys], dtype=torch.int64
         )
@@ -386,10 +414,11 @@ class DiffusionClassifier:
         for lo in range(0, n, self.batch_size):
             sl = slice(lo, lo + self.batch_size)
             eps = noise[img_d[sl], slot_d[sl]]
-            x_t = _noised(x0s[img_d[sl]], eps, sa_d[sl], sb_d[sl])
+            x0 = x0s[img_d[sl]]
+            x_t = _noised(x0, eps, sa_d[sl], sb_d[sl])
             with _sample_keys_context(self.bundle, keys_all[sl], self.pattern), autocast(device, self.dtype):
-                eps_hat = self.bundle.predict_eps(x_t.to(param_dtype), t_d[sl], labels_d[sl])
-            errors.append(_row_errors(eps_hat, eps, self.loss))
+                pred = _predict(self.bundle, x_t.to(param_dtype), t_d[sl], labels_d[sl])
+            errors.append(_row_errors(pred, _target(self.bundle, x0, eps), self.loss))
             if self.progress is not None:
                 self.progress(int(eps.shape[0]))
         values = torch.cat(errors).double().cpu()  # one device sync per stage
@@ -435,14 +464,14 @@ def reference_classify(
         for c in alive:
             for slot, t in zip(stage.slots, stage.slot_timesteps):
                 tt = torch.tensor([t], dtype=torch.long)
-                sa, sb = _noise_coefficients(bundle.alphas_cumprod, tt)
+                sa, sb = _coefficients(bundle, tt)
                 eps = noise[slot : slot + 1]
                 x_t = _noised(x0.unsqueeze(0), eps, sa, sb)
                 keys = row_keys([image_key], [slot]).to(device)
                 label = torch.tensor([classes[c]], dtype=torch.long, device=device)
                 with _sample_keys_context(bundle, keys, pattern), autocast(device, amp):
-                    eps_hat = bundle.predict_eps(x_t.to(param_dtype), tt.to(device), label)
-                err[c, slot] = float(_row_errors(eps_hat, eps, loss)[0])
+                    pred = _predict(bundle, x_t.to(param_dtype), tt.to(device), label)
+                err[c, slot] = float(_row_errors(pred, _target(bundle, x0.unsqueeze(0), eps), loss)[0])
         means = {}
         for c in alive:
             vals = [v for v in err[c].tolist() if not math.isnan(v)]

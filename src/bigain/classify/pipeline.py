@@ -1,4 +1,5 @@
-"""Bundles for diffusers pipelines (SD-style text-conditional, DiT class-conditional), and the
+"""Bundles for diffusers pipelines (SD-style text-conditional, DiT class-conditional, SD3 and Flux
+flow-matching), and the
 image → x0 preparation the classifier needs (torchvision's ``Resize`` + ``CenterCrop`` arithmetic)."""
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ __all__ = [
 
 
 def _vae_encoder(vae: torch.nn.Module):
-    scaling = float(getattr(vae.config, "scaling_factor", 1.0))
+    scaling = float(getattr(vae.config, "scaling_factor", None) or 1.0)
+    shift = float(getattr(vae.config, "shift_factor", None) or 0.0)  # SD3 / Flux VAEs; SD's has none
 
     @torch.inference_mode()
     def encode(pixels: torch.Tensor) -> torch.Tensor:
         p = next(vae.parameters())
         latents = vae.encode(pixels.to(device=p.device, dtype=p.dtype)).latent_dist.mean
-        return latents.float() * scaling
+        return (latents.float() - shift) * scaling
 
     return encode
 
@@ -38,7 +40,8 @@ def _vae_scale(vae: torch.nn.Module) -> int:
 
 
 def attach_vae(bundle: DiffusionBundle, vae: torch.nn.Module | None = None) -> DiffusionBundle:
-    """Give a latent bundle an ``encode`` (VAE latent_dist.mean × scaling_factor) and ``image_size``.
+    """Give a latent bundle an ``encode`` ((VAE latent_dist.mean - shift_factor) × scaling_factor, the
+    pipelines' own latent normalisation; ``shift_factor`` is 0 for SD's VAE) and ``image_size``.
 
     With ``vae=None`` the VAE is loaded from ``bundle.extras["vae_path"]`` (set by
     ``bigain.models.load`` for pipeline folders). Pixel-space bundles are returned unchanged.
@@ -79,6 +82,81 @@ def _encode_prompts(pipe: Any, prompts: Sequence[str], device: torch.device, bat
     return torch.cat(chunks)
 
 
+def _flow_family(denoiser: Any) -> str | None:
+    names = {c.__name__ for c in type(denoiser).__mro__}
+    if "FluxTransformer2DModel" in names:
+        return "flux"
+    if "SD3Transformer2DModel" in names:
+        return "sd3"
+    return None
+
+
+@torch.inference_mode()
+def _encode_flow_prompts(
+    pipe: Any, family: str, prompts: Sequence[str], device: torch.device, batch_size: int, max_len: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, L, D) token and (K, P) pooled embeddings through the pipeline's own ``encode_prompt``
+    (every text encoder it has: CLIP-L/G and T5 for SD3, CLIP-L and T5 for Flux)."""
+    extra = {} if max_len is None else {"max_sequence_length": int(max_len)}
+    tokens, pooled = [], []
+    for lo in range(0, len(prompts), batch_size):
+        chunk = list(prompts[lo : lo + batch_size])
+        if family == "sd3":
+            out = pipe.encode_prompt(
+                prompt=chunk,
+                prompt_2=None,
+                prompt_3=None,
+                device=device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=False,
+                **extra,
+            )
+            tokens.append(out[0])
+            pooled.append(out[2])
+        else:
+            out = pipe.encode_prompt(
+                prompt=chunk, prompt_2=None, device=device, num_images_per_prompt=1, **extra
+            )
+            tokens.append(out[0])
+            pooled.append(out[1])
+    return torch.cat(tokens), torch.cat(pooled)
+
+
+def _flow_bundle_from_pipeline(
+    pipe: Any,
+    family: str,
+    prompts: Sequence[str],
+    class_names: Sequence[str] | None,
+    name: str | None,
+    batch_size: int,
+    shift: float | bool | None,
+    guidance: float,
+    max_sequence_length: int | None,
+    sample_size: int | None,
+) -> DiffusionBundle:
+    from ..models.flow import make_flow_bundle
+
+    denoiser = pipe.transformer
+    param = next(denoiser.parameters())
+    emb, pooled = _encode_flow_prompts(pipe, family, prompts, param.device, batch_size, max_sequence_length)
+    cfg = denoiser.config
+    size = int(sample_size or getattr(pipe, "default_sample_size", 0) or 128)
+    channels = int(cfg.in_channels) // 4 if family == "flux" else int(cfg.in_channels)
+    sched = getattr(pipe, "scheduler", None)
+    return make_flow_bundle(
+        denoiser,
+        emb.to(param.dtype),
+        pooled.to(param.dtype),
+        scheduler_config=dict(getattr(sched, "config", {}) or {}),
+        shift=shift,
+        sample_shape=(channels, size, size),
+        guidance=guidance,
+        class_names=list(class_names) if class_names is not None else list(prompts),
+        name=name or type(pipe).__name__,
+        extras={"prompts": list(prompts)},
+    )
+
+
 def bundle_from_pipeline(
     pipe: Any,
     prompts: Sequence[str] | None = None,
@@ -86,6 +164,10 @@ def bundle_from_pipeline(
     class_names: Sequence[str] | None = None,
     name: str | None = None,
     batch_size: int = 32,
+    shift: float | bool | None = None,
+    guidance: float = 1.0,
+    max_sequence_length: int | None = None,
+    sample_size: int | None = None,
 ) -> DiffusionBundle:
     """A :class:`DiffusionBundle` for a diffusers pipeline.
 
@@ -93,6 +175,13 @@ def bundle_from_pipeline(
       prompt is encoded once; class ``k``'s conditioning is the cached embedding of ``prompts[k]``
       as ``encoder_hidden_states``.
     - Class-conditional (``transformer`` with ``num_embeds_ada_norm``, e.g. DiT): ``class_labels``.
+    - Flow-matching (``StableDiffusion3Pipeline``, ``FluxPipeline``): a
+      :class:`bigain.models.flow.FlowBundle`; each prompt goes once through the pipeline's
+      ``encode_prompt`` (token and pooled embeddings per class, ``max_sequence_length`` as given or
+      the pipeline's default); σ_t = the scheduler's shift of t / T (``shift`` overrides it, False =
+      none); ``guidance`` is passed to guidance-embedded Flux models; ``sample_size`` is the latent
+      side (default the pipeline's ``default_sample_size``: 128, i.e. 1024 px). Memory: one
+      (L, D) embedding per class stays on the device (Flux: 512 x 4096 values by default).
 
     ``x0`` comes from the VAE: ``vae.encode(x).latent_dist.mean × scaling_factor``
     (``bundle.extras["encode"]``, input images of ``bundle.extras["image_size"]`` in [-1, 1]).
@@ -106,6 +195,28 @@ def bundle_from_pipeline(
     )
     if text_conditional and not prompts:
         raise ValueError("a text-conditional pipeline needs one prompt per class (prompts=...)")
+    family = _flow_family(denoiser)
+    if family is not None:
+        if not text_conditional:
+            raise TypeError(
+                f"{type(pipe).__name__}: a {family} pipeline without its text encoder cannot classify"
+            )
+        bundle = _flow_bundle_from_pipeline(
+            pipe,
+            family,
+            prompts,
+            class_names,
+            name,
+            batch_size,
+            shift,
+            guidance,
+            max_sequence_length,
+            sample_size,
+        )
+        vae = getattr(pipe, "vae", None)
+        if vae is not None:
+            attach_vae(bundle, vae)
+        return bundle
     sched = getattr(pipe, "scheduler", None)
     alphas = getattr(sched, "alphas_cumprod", None)
     if alphas is None:

@@ -2,7 +2,8 @@
 
 The classifier, the generator and the demo talk to models only through this
 interface, so pixel-space class-conditional models (the embedded ones, DiT)
-and latent text-conditional pipelines (SD) are handled by the same code.
+and latent text-conditional pipelines (SD) are handled by the same code. Flow-matching
+models (SD3, Flux) are :class:`bigain.models.flow.FlowBundle`, a subclass that predicts velocities.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class DiffusionBundle:
 
     name: str
     denoiser: torch.nn.Module
-    kind: str  # "dit" | "unet" | "pixart" | ...
-    alphas_cumprod: torch.Tensor  # (T,), float64 or float32, the training schedule
+    kind: str  # "dit" | "unet" | "pixart" | "sd3" | "flux" | ...
+    alphas_cumprod: torch.Tensor | None  # (T,), float64 or float32, the training schedule (None: flow)
     num_classes: int
     class_names: list[str]
     sample_shape: tuple[int, int, int]  # (C, H, W) of x0 as the denoiser sees it
@@ -34,6 +35,7 @@ class DiffusionBundle:
     null_class: int | None = None  # index used for classifier-free guidance, if any
     learned_sigma: bool = False  # output has 2*C channels; the first C are epsilon
     extras: dict[str, Any] = field(default_factory=dict)
+    prediction_type: str = "epsilon"  # what `predict` returns: "epsilon", or "flow" (velocity)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -46,3 +48,7 @@ class DiffusionBundle:
         if self.learned_sigma:
             out = out[:, : x_t.shape[1]]
         return out
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The denoiser's prediction in its own parametrisation (``prediction_type``): here ε."""
+        return self.predict_eps(x_t, t, labels)
