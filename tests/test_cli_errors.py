@@ -44,6 +44,7 @@ def test_unknown_command_names_itself_and_the_closest_match(capsys):
         (["classify", "--option", "ratio=0.5"], "without --method"),
         (["classify", "--option", "novalue"], "expected key=value"),
         (["classify", "--data", "/nonexistent/data"], "does not exist"),
+        (["classify", "--seed", str(2**70)], "--seed"),
         (["generate", "--num", "0"], "--num: 0 is out of range"),
         (["generate", "--method", "nope"], "unknown method 'nope'"),
         (["generate", "--method", "tome", "--ratio", "1.5"], "ratio=1.5"),

@@ -23,6 +23,7 @@ __all__ = [
     "nonnegative_int",
     "one_line",
     "positive_int",
+    "seed_int",
     "split_debug",
 ]
 
@@ -146,4 +147,12 @@ def nonnegative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"{v} is out of range: expected an integer >= 0")
+    return v
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, an integer in [0, 2**63) (larger values would alias smaller ones)."""
+    v = nonnegative_int(text)
+    if v >= 2**63:
+        raise argparse.ArgumentTypeError(f"{v} is out of range: expected an integer in [0, 2**63)")
     return v

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cliutil import check_device, guarded, positive_int
+from ..cliutil import check_device, guarded, positive_int, seed_int
 from ..methods import parse_option_value
 
 __all__ = ["build_parser", "cli_main", "load_model_for", "main_unguarded", "parse_option"]
@@ -79,7 +79,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--to-keep", type=positive_int, nargs="+", default=[5, 1])
     p.add_argument("--n-trials", type=positive_int, default=1)
     p.add_argument("--loss", default="l2", choices=["l2", "l1", "huber"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument(
         "--pattern",
         default="per-sample",
