@@ -425,3 +425,111 @@ def test_pipeline_without_text_encoder_is_refused():
     pipe = types.SimpleNamespace(transformer=make_tiny_sd3(layers=1), tokenizer=None, text_encoder=None)
     with pytest.raises(TypeError, match="text encoder"):
         bundle_from_pipeline(pipe, ["a", "b"])
+
+
+# --------------------------------------------------------------------------------------------
+# real diffusers pipelines with tiny random text encoders and a byte-level tokenizer
+# --------------------------------------------------------------------------------------------
+def _byte_tokenizer():
+    """A CLIP tokenizer over single bytes (no merges): builds offline, tokenizes any prompt."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77), len(vocab)
+
+
+def _clip(vocab: int, hidden: int, proj: int, with_projection: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(hidden + proj)
+    cfg = CLIPTextConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        projection_dim=proj,
+        max_position_embeddings=77,
+        bos_token_id=vocab - 2,
+        eos_token_id=vocab - 1,
+        pad_token_id=vocab - 1,
+    )
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg).eval()
+
+
+def _t5(vocab: int, d_model: int):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(d_model)
+    cfg = T5Config(vocab_size=vocab, d_model=d_model, d_kv=4, d_ff=16, num_layers=1, num_heads=2)
+    return T5EncoderModel(cfg).eval()
+
+
+def _tiny_pipeline(family: str):
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, StableDiffusion3Pipeline
+
+    from conftest import make_tiny_vae
+
+    tok, vocab = _byte_tokenizer()
+    if family == "sd3":  # joint_attention_dim 16 (T5), pooled 8 = two CLIP projections of 4
+        return StableDiffusion3Pipeline(
+            transformer=make_tiny_sd3(layers=4),
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=make_tiny_vae(),
+            text_encoder=_clip(vocab, 8, 4, True),
+            tokenizer=tok,
+            text_encoder_2=_clip(vocab, 8, 4, True),
+            tokenizer_2=tok,
+            text_encoder_3=_t5(vocab, 16),
+            tokenizer_3=tok,
+        )
+    return FluxPipeline(  # joint_attention_dim 24 (T5), pooled 8 (CLIP)
+        transformer=make_tiny_flux(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHED),
+        vae=make_tiny_vae(),
+        text_encoder=_clip(vocab, 8, 8, False),
+        tokenizer=tok,
+        text_encoder_2=_t5(vocab, 24),
+        tokenizer_2=tok,
+    )
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_real_pipeline_saved_and_loaded_like_sd(tmp_path, family):
+    """The CLI's loader (DiffusionPipeline.from_pretrained + bundle_from_pipeline) on a saved folder."""
+    from bigain.classify.cli import load_model_for
+
+    prompts = ["a photo of a cat", "a photo of a dog", "a red car"]
+    _tiny_pipeline(family).save_pretrained(tmp_path / "pipe")
+    data = types.SimpleNamespace(prompts=prompts, class_names=["cat", "dog", "car"])
+    bundle = load_model_for(str(tmp_path / "pipe"), data, "cpu")
+    assert isinstance(bundle, FlowBundle) and bundle.kind == family and bundle.class_names == data.class_names
+    # each class's conditioning is what the pipeline's own encode_prompt gives for its prompt alone
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(tmp_path / "pipe"))
+    for k, prompt in enumerate(prompts):
+        if family == "sd3":
+            tok, _, pooled, _ = pipe.encode_prompt(prompt, None, None, do_classifier_free_guidance=False)
+        else:
+            tok, pooled, _ = pipe.encode_prompt(prompt, None)
+        cond = bundle.conditioning(torch.tensor([k]))
+        # batched vs single-prompt encoding differ in the last bits only
+        torch.testing.assert_close(cond["encoder_hidden_states"], tok, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(cond["pooled_projections"], pooled, atol=1e-4, rtol=1e-4)
+    # images → VAE latents → classification, with and without a method
+    g = torch.Generator().manual_seed(0)
+    size = bundle.extras["image_size"]
+    x0 = prepare_x0(bundle, [torch.rand(3, size, size, generator=g) * 2 - 1 for _ in range(2)])
+    assert x0.shape == (2, *bundle.sample_shape)
+    plain = DiffusionClassifier(bundle, **RUN).classify_batch(x0, [1, 2])
+    with bigain.compressed(bundle, "bigain-td"):
+        squeezed = DiffusionClassifier(bundle, **RUN).classify_batch(x0, [1, 2])
+    for a, b in zip(plain, squeezed):
+        assert a.prediction in range(3) and b.prediction in range(3)
+        assert a.mean_errors != b.mean_errors
