@@ -45,10 +45,10 @@ def conditionings(k: int, text_dim: int, seed: int) -> tuple[torch.Tensor, torch
     return torch.randn(k, 5, text_dim, generator=g), torch.randn(k, 8, generator=g)
 
 
-def sd3_bundle(seed: int = 0, shift: float | None = None) -> FlowBundle:
+def sd3_bundle(seed: int = 0, shift: float | None = None, dual: bool = False) -> FlowBundle:
     emb, pooled = conditionings(K, 16, 100 + seed)
     return make_flow_bundle(
-        make_tiny_sd3(seed=seed), emb, pooled, scheduler_config={"shift": 3.0}, shift=shift
+        make_tiny_sd3(seed=seed, dual=dual), emb, pooled, scheduler_config={"shift": 3.0}, shift=shift
     )
 
 
@@ -80,7 +80,7 @@ def flux_bundle(
     )
 
 
-BUILDERS = {"sd3": sd3_bundle, "flux": flux_bundle}
+BUILDERS = {"sd3": sd3_bundle, "sd3.5": lambda: sd3_bundle(dual=True), "flux": flux_bundle}
 
 
 def images(bundle: FlowBundle, n: int, seed: int = 7) -> torch.Tensor:
@@ -153,10 +153,14 @@ def test_packing_matches_fluxpipeline():
 # --------------------------------------------------------------------------------------------
 # the bundle and the engine
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd3", "sd3.5", "flux"])
 def test_shapes_and_result_structure(family):
     bundle = BUILDERS[family]()
-    assert bundle.kind == family and bundle.prediction_type == "flow" and bundle.alphas_cumprod is None
+    assert (
+        bundle.kind == family.replace("sd3.5", "sd3")
+        and bundle.prediction_type == "flow"
+        and bundle.alphas_cumprod is None
+    )
     assert bundle.num_train_timesteps == 1000 and bundle.num_classes == K
     x = images(bundle, 2)
     t = torch.tensor([100, 900])
@@ -262,6 +266,9 @@ def test_shift_option():
     assert torch.equal(sd3_bundle(shift=False).sigmas, flow_sigmas(1000, 1.0))
     assert torch.equal(sd3_bundle().sigmas, flow_sigmas(1000, 3.0))
     assert torch.equal(sd3_bundle(shift=2.0).sigmas, flow_sigmas(1000, 2.0))
+    schedule = sd3_bundle(shift=2.0).extras["schedule"]  # what a run folder can record
+    assert schedule["shift"] == 2.0 and schedule["prediction_type"] == "flow" and schedule["guidance"] is None
+    assert flux_bundle(guided=True, guidance=3.5).extras["schedule"]["guidance"] == 3.5
     with pytest.raises(ValueError, match="shift"):
         flow_sigmas(1000, -1.0)
 
@@ -292,7 +299,7 @@ def test_order_and_batch_independence(family, method):
                 )
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd3", "sd3.5", "flux"])
 def test_methods_change_errors_and_classification_runs(family):
     bundle = BUILDERS[family]()
     x = images(bundle, 2)

@@ -194,6 +194,7 @@ class FlowBundle(DiffusionBundle):
             raise ValueError("sigmas must lie in [0, 1]")
         self.prediction_type = "flow"
         self._ids: dict[tuple, torch.Tensor] = {}
+        self._sigmas_on: dict[str, torch.Tensor] = {}
 
     def image_ids(self, rows: int, cols: int, device: Any, dtype: torch.dtype) -> torch.Tensor:
         """Flux's ``img_ids`` for a rows x cols token grid, made once per (grid, device, dtype).
@@ -214,9 +215,14 @@ class FlowBundle(DiffusionBundle):
         return int(self.sigmas.shape[0])
 
     def sigma_at(self, t: torch.Tensor) -> torch.Tensor:
-        """σ of timestep indices ``t`` (float32, on ``t``'s device)."""
+        """σ of timestep indices ``t`` (float32, on ``t``'s device; looked up there, no host sync)."""
         t = torch.as_tensor(t)
-        return self.sigmas[t.detach().to("cpu", torch.long)].float().to(t.device)
+        table = self._sigmas_on.get(str(t.device))
+        if table is None:
+            with torch.inference_mode(False), torch.no_grad():
+                table = self.sigmas.float().to(t.device)
+            self._sigmas_on[str(t.device)] = table
+        return table[t.long()]
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The predicted velocity (B, C, H, W) at timestep indices ``t`` for classes ``labels``."""
@@ -339,7 +345,21 @@ def make_flow_bundle(
         sample_shape=sample_shape,  # type: ignore[arg-type]
         conditioning=conditioning,
         learned_sigma=out_ch == 2 * int(cfg.in_channels),
-        extras={**(extras or {}), "prompt_embeddings": emb, "pooled_embeddings": pooled},
+        extras={
+            **(extras or {}),
+            "prompt_embeddings": emb,
+            "pooled_embeddings": pooled,
+            # what a run folder should record besides the model name: these change every error
+            "schedule": {
+                "prediction_type": "flow",
+                "shift": None if shift is None else float(shift),
+                "scheduler_config": {
+                    k: v for k, v in (scheduler_config or {}).items() if not k.startswith("_")
+                },
+                "image_seq_len": seq_len,
+                "guidance": float(guidance) if use_guidance else None,
+            },
+        },
         sigmas=sigmas,
         timestep_scale=1.0 if family == "flux" else 1000.0,
         packed=family == "flux",
