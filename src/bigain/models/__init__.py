@@ -3,12 +3,14 @@
 ``load(name)`` gives a `DiffusionBundle` for ``builtin:fashion-dit``, ``builtin:fashion-unet``,
 a local diffusers folder, or a hub id (network only); ``load_classifier("builtin:fashion-cnn")``
 gives the CNN used for Fashion-FID. The training recipe is ``python -m bigain.models.train``.
+Flow-matching denoisers (SD3, Flux) are :class:`FlowBundle` (:mod:`bigain.models.flow`).
 """
 
 from __future__ import annotations
 
 from .bundle import DiffusionBundle
 from .fashion import ClassTokenEmbedding, FashionCNN
+from .flow import FlowBundle, make_flow_bundle
 from .registry import BUILTIN, available, load, load_classifier, resolve, save_folder
 
 __all__ = [
@@ -16,9 +18,11 @@ __all__ = [
     "ClassTokenEmbedding",
     "DiffusionBundle",
     "FashionCNN",
+    "FlowBundle",
     "available",
     "load",
     "load_classifier",
+    "make_flow_bundle",
     "resolve",
     "save_folder",
 ]
