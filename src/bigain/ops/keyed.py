@@ -6,12 +6,13 @@ only on that row's key (image, timestep, block), never on batch composition, and
 of (key, salt, element index) gives both. All arithmetic stays below 2**63 so no
 int64 overflow occurs (32-bit multiplies are split into 16-bit halves).
 
-Under `torch.compile` on CUDA, Inductor folds `arange(count) * constant` into the Triton
-kernel's index arithmetic, which is int32 for small tensors, and Triton rejects an int32
-literal >= 2**31 ("Scalar 2654435769 is out of range for type int32"). The element stride is
-therefore written as the negative int32 constant congruent to the golden ratio modulo 2**32:
-only the low 32 bits are kept, so the values are unchanged, and a wrapped int32 product has the
-same low 32 bits as the exact one.
+Under `torch.compile` on CUDA, Inductor folds `arange(count) * constant` (and any re-indexing
+of it, which multiplies the constant further) into the Triton kernel's index arithmetic, which
+is int32 for small tensors; Triton then rejects the literal ("Scalar 2654435769 is out of range
+for type int32"), or the product could wrap. So the element index first passes through a bitwise
+op (`& 0xFFFFFFFF`, a no-op on it), which Inductor does not fold into index arithmetic: the
+product is then ordinary int64 data arithmetic. The stride is written as the int32 constant with
+the same residue mod 2**32 (only the low 32 bits are kept), so the values are unchanged.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def keyed_bits(keys: torch.Tensor, salt: int, count: int) -> torch.Tensor:
     hi = (keys >> 32) & _MASK32
     base = hash32(hash32(lo ^ hash32(torch.full_like(lo, salt & _MASK32))) ^ hi)
     idx = torch.arange(count, device=keys.device, dtype=torch.int64)
-    return hash32(base[:, None] + ((idx * _GOLDEN_I32) & _MASK32)[None, :])
+    return hash32(base[:, None] + (((idx & _MASK32) * _GOLDEN_I32) & _MASK32)[None, :])
 
 
 def keyed_randint(keys: torch.Tensor, salt: int, count: int, high: int) -> torch.Tensor:
