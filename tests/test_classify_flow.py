@@ -246,6 +246,56 @@ def test_errors_equal_a_plain_velocity_loop(family):
         assert errs[k] == pytest.approx(e, rel=1e-5)
 
 
+class _VelocityOracle(torch.nn.Module):
+    """The exact velocity for data that is a single point per class: with x0 = μ_c,
+    ε = (x_t - (1 - σ) μ_c) / σ, so v = ε - x0 = (x_t - μ_c) / σ. Called like an SD3 transformer
+    (timestep 1000 σ) or, packed, like Flux (timestep σ, FluxPipeline's 2x2 token packing)."""
+
+    def __init__(self, packed: bool) -> None:
+        super().__init__()
+        self.packed = packed
+        self.scale = torch.nn.Parameter(torch.ones(()))  # gives the engine a device and a dtype
+
+    def forward(self, hidden_states, timestep, encoder_hidden_states, return_dict=False, **kwargs):
+        from diffusers import FluxPipeline
+
+        mu = encoder_hidden_states  # (B, C, H, W): the class's point
+        if self.packed:
+            b, c, h, w = mu.shape
+            mu = FluxPipeline._pack_latents(mu, b, c, h, w)
+            sigma = timestep
+        else:
+            sigma = timestep / 1000.0
+        sigma = sigma.view(-1, *([1] * (mu.dim() - 1)))
+        return ((hidden_states - mu) / sigma * self.scale,)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_an_exact_velocity_oracle_scores_zero_at_its_class(packed):
+    """Checks the conventions end to end (which side σ multiplies, the sign of the velocity, the
+    timestep scale): an image equal to class k's point gets error 0 for k only, and k wins."""
+    g = torch.Generator().manual_seed(5)
+    points = torch.randn(K, 4, 8, 8, generator=g)
+    bundle = FlowBundle(
+        name="oracle",
+        denoiser=_VelocityOracle(packed),
+        kind="oracle",
+        alphas_cumprod=None,
+        num_classes=K,
+        class_names=[str(k) for k in range(K)],
+        sample_shape=(4, 8, 8),
+        conditioning=lambda labels: {"encoder_hidden_states": points[labels]},
+        sigmas=flow_sigmas(1000, 3.0),
+        timestep_scale=1.0 if packed else 1000.0,
+        packed=packed,
+    )
+    for k in range(K):
+        r = DiffusionClassifier(bundle, **RUN).classify(points[k], 100 + k)
+        assert r.prediction == k
+        assert r.mean_errors[k] < 1e-9
+        assert min(m for i, m in enumerate(r.mean_errors) if i != k) > 1e-2
+
+
 def test_flux_guidance_is_passed_when_the_model_embeds_it():
     x0 = images(flux_bundle(guided=True), 1)[0]
     one = DiffusionClassifier(flux_bundle(guided=True), **RUN).classify(x0, 5)
