@@ -590,3 +590,25 @@ def test_real_pipeline_saved_and_loaded_like_sd(tmp_path, family):
     for a, b in zip(plain, squeezed):
         assert a.prediction in range(3) and b.prediction in range(3)
         assert a.mean_errors != b.mean_errors
+
+
+def test_bundles_refuse_a_missing_schedule():
+    from bigain.models import DiffusionBundle
+
+    base = dict(
+        name="x",
+        denoiser=torch.nn.Linear(1, 1),
+        kind="x",
+        num_classes=2,
+        class_names=["a", "b"],
+        sample_shape=(1, 4, 4),
+        conditioning=lambda labels: {},
+    )
+    with pytest.raises(ValueError, match="FlowBundle"):
+        DiffusionBundle(alphas_cumprod=torch.ones(10), prediction_type="flow", **base)
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        DiffusionBundle(alphas_cumprod=None, **base)
+    with pytest.raises(ValueError, match="sigmas"):
+        FlowBundle(alphas_cumprod=None, **base)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        FlowBundle(alphas_cumprod=None, sigmas=torch.linspace(0, 2, 10), **base)

@@ -37,6 +37,15 @@ class DiffusionBundle:
     extras: dict[str, Any] = field(default_factory=dict)
     prediction_type: str = "epsilon"  # what `predict` returns: "epsilon", or "flow" (velocity)
 
+    def __post_init__(self) -> None:
+        if self.prediction_type != "epsilon":
+            raise ValueError(
+                f"prediction_type={self.prediction_type!r}: a DiffusionBundle predicts 'epsilon'; "
+                "flow-matching models are bigain.models.flow.FlowBundle"
+            )
+        if self.alphas_cumprod is None:
+            raise ValueError("an epsilon-prediction bundle needs alphas_cumprod (its training schedule)")
+
     @property
     def num_train_timesteps(self) -> int:
         return int(self.alphas_cumprod.shape[0])
