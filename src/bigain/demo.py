@@ -64,7 +64,7 @@ def run_demo(
     dtype: str = "fp32",
     progress: bool = True,
     speed_batch: int = 32,
-    speed_repeats: int = 5,
+    speed_repeats: int = 3,
     remeasure_speed: bool = False,
 ) -> dict[str, Any]:
     """Classify + generate + time every demo setting; returns what ``demo.json`` holds.
@@ -75,7 +75,7 @@ def run_demo(
     """
     from bigain.classify.datasets import FashionMNISTDataset
     from bigain.classify.runner import run_classification
-    from bigain.generate import SamplerConfig, balanced_labels, generate_run
+    from bigain.generate import SamplerConfig, balanced_labels, generate_run, generation_options
     from bigain.models import load
 
     if images < 1 or gen_per_method < 1 or gen_steps < 1:
@@ -135,9 +135,13 @@ def run_demo(
             progress=progress,
         )
         grid = gen_dir / "labelled_grid.png"
-        _labelled_grid(
-            samples, [bundle.class_names[y] for y in labels], f"{label}  ({method} {opts or ''})", grid
+        used = generation_options(method, opts)  # what sampling ran with (BiGain-TD: the alpha schedule)
+        what = (
+            ", ".join([method] + [f"{k}={v}" for k, v in used.items()])
+            if method != "none"
+            else "no compression"
         )
+        _labelled_grid(samples, [bundle.class_names[y] for y in labels], f"{label}: {what}", grid)
         row["grid"] = str(grid.relative_to(out_dir))
 
     speed = _speed(out_dir, bundle, model, speed_batch, dtype, speed_repeats, remeasure_speed, progress)
