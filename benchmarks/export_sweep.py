@@ -26,6 +26,7 @@ def export(src: Path, dst: Path) -> None:
         "summary.json",
         "speed.json",
         "sweep_config.json",
+        "fid_tests.json",
         "accuracy_vs_speedup.png",
         "fid_vs_speedup.png",
     ):
