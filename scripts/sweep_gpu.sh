@@ -11,7 +11,8 @@
 #      MODELS ("fashion-dit28 fashion-dit fashion-unet"; an entry MODEL:PLACEMENT runs a declared
 #      secondary placement into RUNS/MODEL-PLACEMENT, e.g. fashion-unet:levels12 fashion-dit:blocks123),
 #      FULL (1: also classify test images 2000..9999 uncompressed, for the model cards; REST_END
-#      sets where that range ends), KEEP_IMAGES (0: pack run folders without sample PNGs).
+#      sets where that range ends), KEEP_IMAGES (0: pack run folders without sample PNGs),
+#      REPORT_SECONDS (240: bound on each run folder's speed + report phase; a rerun continues it).
 # Packs each run folder (without PNGs and per-sample features; the report's FID comparisons are
 # kept in fid_tests.json) into OUTDIR as MODEL.tgz. Between sessions: unpack the tgz files into a
 # folder of the checkout that git ignores (e.g. `.gpu/runs`), carry it, and pass it as RUNS:
@@ -74,7 +75,7 @@ wait "${pids[@]}"
 echo "workers done after ${SECONDS}s"
 for spec in $MODELS; do  # speed (interleaved, this device) and the report, one run folder at a time
   d=$(dir_of "$spec")
-  timeout -s KILL "${REPORT_SECONDS:-150}" $PY -m bigain.cli sweep $(common "$spec") --phases speed,report > "$RUNS/$d.report.log" 2>&1
+  timeout -s KILL "${REPORT_SECONDS:-240}" $PY -m bigain.cli sweep $(common "$spec") --phases speed,report > "$RUNS/$d.report.log" 2>&1
   echo "$d report exited with $?"
   cat "$RUNS/$d/report.md" 2>/dev/null
   ex=(--exclude=features.npy)
