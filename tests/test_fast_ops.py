@@ -57,6 +57,7 @@ def grid_partition(b, h, w, seed, sx=2, sy=2):
 def test_dispatch_rules(monkeypatch):
     cpu = torch.zeros(2)
     assert fast.active(cpu)  # interpret mode runs on CPU tensors
+    assert not fast.active(cpu.double())  # no float64 kernels: the reference runs
     with fast.using("auto"):
         assert not fast.active(cpu)  # auto: CUDA tensors only
     with fast.using("off"):

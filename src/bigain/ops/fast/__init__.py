@@ -27,6 +27,7 @@ from types import ModuleType
 import torch
 
 MODES = ("auto", "off", "interpret")
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _mode_from_env() -> str:
@@ -89,6 +90,8 @@ def active(*tensors: torch.Tensor) -> bool:
     """Whether an op called on these tensors should take its fast path."""
     if _mode == "off" or _compiling() or not available():  # compiling first: traced code never imports
         return False
+    if not all(t.dtype in KERNEL_DTYPES for t in tensors):
+        return False  # e.g. float64: the reference handles it
     if _mode == "interpret":
         return True
     return all(t.is_cuda for t in tensors)
