@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -47,6 +46,8 @@ from bigain.bench import (  # noqa: E402
     time_once,
 )
 from bigain.bench.profile import PARTS, BlockProfiler  # noqa: E402
+from bigain.bench.results import read_json, write_atomic, write_json  # noqa: E402
+from bigain.bench.timing import quartiles  # noqa: E402
 from bigain.patching import inspect_model  # noqa: E402
 from bigain.precision import DTYPES  # noqa: E402
 
@@ -139,40 +140,22 @@ def group_key(g: dict[str, Any]) -> str:
 
 
 def load_results(fresh: bool) -> dict[str, Any]:
-    path = OUT.with_suffix(".json")
-    if not fresh and path.exists():
-        try:
-            data = json.loads(path.read_text())
-            data.setdefault("groups", {})
-            data.setdefault("profiles", {})
-            return data
-        except json.JSONDecodeError:
-            pass
-    return {"groups": {}, "profiles": {}}
+    data = None if fresh else read_json(OUT.with_suffix(".json"))
+    if not isinstance(data, dict):
+        return {"groups": {}, "profiles": {}}
+    data.setdefault("groups", {})
+    data.setdefault("profiles", {})
+    return data
 
 
 def save_results(data: dict[str, Any]) -> None:
-    path = OUT.with_suffix(".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     data["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-    tmp_md = OUT.with_suffix(".md.tmp")
-    tmp_md.write_text(render_markdown(data))
-    os.replace(tmp_md, OUT.with_suffix(".md"))
+    write_json(OUT.with_suffix(".json"), data)
+    write_atomic(OUT.with_suffix(".md"), render_markdown(data))
 
 
 # ---------------------------------------------------------------------------------------------
 # measurement
-
-
-def quartiles(xs: list[float]) -> tuple[float, float] | None:
-    """(first, third) quartile, or None with fewer than 3 values."""
-    if len(xs) < 3:
-        return None
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], q[2]
 
 
 def summarize(group: dict[str, Any]) -> None:

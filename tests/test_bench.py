@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -300,3 +301,153 @@ def test_bench_cli_flops_only(tmp_path):
         rows["tome:ratio=0.5"]["flops"] < rows["none"]["flops"]
         and len(rows["tome:ratio=0.5"]["sublayers"]) == 10
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark models of every family, the ceiling / ideal bounds, and the GPU benchmark's smoke mode
+
+
+@pytest.mark.parametrize("name", ["sdxl", "pixart-alpha", "sd3-medium", "flux-dev"])
+def test_published_configs_build_on_meta_with_their_sizes(name):
+    from bigain.bench.models import model_spec
+
+    params = {"sdxl": 2.567e9, "pixart-alpha": 0.611e9, "sd3-medium": 2.028e9, "flux-dev": 11.90e9}
+    m = build_model(name, device="meta", pixels=1024)
+    n = sum(p.numel() for p in m.parameters())
+    assert abs(n - params[name]) / params[name] < 0.01
+    if model_spec(name).sized:
+        assert m.config.sample_size == 128
+    x = example_inputs(name, 1024, 2, device="meta")
+    assert next(iter(x.values())).shape[0] == 2
+
+
+def _tiny(name):
+    return build_model(name, tiny=True, pixels=64), example_inputs(name, 64, 2, tiny=True)
+
+
+def _out(model, inputs):
+    with torch.no_grad():
+        y = call_model(model, inputs)
+    return y[0] if isinstance(y, tuple) else y.sample
+
+
+@pytest.mark.parametrize("name", ["sd2", "flux-dev", "sd3-medium"])
+def test_ideal_runs_attention_on_fewer_tokens_and_restores(name):
+    from bigain.bench.bounds import kept_tokens
+
+    model, inputs = _tiny(name)
+    y0 = _out(model, inputs)
+    subs = compressed_sublayers(model, "ideal")
+    assert subs == compressed_sublayers(model, "tome")  # the same attentions the methods compress
+    seen: dict[str, int] = {}  # tokens each compressed attention's query projection saw
+    handles = [
+        model.get_submodule(n).to_q.register_forward_hook(
+            lambda m, a, o, n=n: seen.__setitem__(n, a[0].shape[1])
+        )
+        for n in subs
+    ]
+    with patched(model, "ideal", ratio=0.0):
+        same = _out(model, inputs)
+        full = dict(seen)
+    with patched(model, "ideal", ratio=0.5):
+        changed = _out(model, inputs)
+        half = dict(seen)
+    for h in handles:
+        h.remove()
+    assert torch.equal(same, y0)  # ratio 0: a slice of everything and no repeat (rope rows kept in step)
+    assert not torch.allclose(changed, y0)
+    text = inputs["encoder_hidden_states"].shape[1]
+    for n in subs:
+        t = text if "single_transformer_blocks" in n else 0  # Flux single-stream: [text; image] queries
+        assert half[n] == t + kept_tokens(full[n] - t, 0.5) < full[n], n
+    assert torch.equal(_out(model, inputs), y0)
+
+
+def test_ceiling_skips_the_attention_and_restores():
+    model, inputs = _tiny("dit-xl2")
+    y0 = _out(model, inputs)
+    subs = compressed_sublayers(model, "ceiling")
+    calls, outs = [], []
+    handles = [model.get_submodule(n).to_q.register_forward_hook(lambda *a: calls.append(1)) for n in subs]
+    handles += [model.get_submodule(n).register_forward_hook(lambda m, a, o: outs.append(o)) for n in subs]
+    with patched(model, "ceiling"):
+        y = _out(model, inputs)
+    assert not calls and len(outs) == len(subs) and all(not o.any() for o in outs)
+    assert not torch.allclose(y, y0)
+    for h in handles:
+        h.remove()
+    assert torch.equal(_out(model, inputs), y0) and "forward" not in model.get_submodule(subs[0]).__dict__
+    with pytest.raises(ValueError, match="ratio"):
+        with patched(model, "ideal", ratio=1.0):
+            pass
+    with pytest.raises(ValueError, match="no option 'merge_mlp'"):
+        with patched(model, "ceiling", merge_mlp=True):
+            pass
+
+
+def test_interleave_rotates_and_reverses():
+    from bigain.bench.timing import interleave, quantile, round_order, spread
+
+    assert round_order("abc", 0) == ["a", "b", "c"] and round_order("abc", 1) == ["a", "c", "b"]
+    seen = []
+    out = interleave(["a", "b", "c"], 3, lambda k, r: seen.append((r, k)) or [float(r)])
+    assert out["b"] == [[0.0], [1.0], [2.0]] and len(seen) == 9
+    assert [k for r, k in seen if r == 2] == ["c", "a", "b"]
+    assert quantile([1, 2, 3, 4], 0.5) == 2.5 and spread([1.0, 2.0, 3.0])["p10"] == pytest.approx(1.2)
+
+
+def _gpu_latency_script():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_latency.py"
+    spec = importlib.util.spec_from_file_location("gpu_latency_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_latency_smoke_every_part_resumes_and_reports(tmp_path, capsys):
+    import json
+
+    gl = _gpu_latency_script()
+    out = tmp_path / "gpu-latency"
+    keep = ["none", "tomesd r0.5", "tome r0.5", "bigain-td f2", "ceiling", "ideal r0.5", "tome r0.5 +mlp"]
+    common = ["--smoke", "--out", str(out), "--settings", *keep]
+    assert (
+        gl.main([*common, "--cases", "sd2-512-b2", "flux-1024-b1", "--part", "eager", "--part", "classify"])
+        == 0
+    )
+    assert gl.main([*common, "--cases", "dit-256-b64", "--part", "compiled"]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    cases = data["cases"]
+    assert {
+        "eager:sd2-512-b2",
+        "eager:flux-1024-b1",
+        "compiled:dit-256-b64:default",
+        "classify:sd2-512",
+    } <= set(cases)
+    assert all(c["complete"] for c in cases.values())
+    sd2 = cases["eager:sd2-512-b2"]["settings"]
+    assert set(sd2) == set(keep) and not any("error" in s for s in sd2.values())
+    assert "tomesd r0.5" not in cases["eager:flux-1024-b1"]["settings"]  # the peer runs on U-Nets only
+    for s in sd2.values():
+        assert len(s["rounds_s"]) >= 1 and all(t > 0 for r in s["rounds_s"] for t in r)
+        assert s["ms"]["p10"] <= s["ms"]["median"] <= s["ms"]["p90"]
+    assert "speedup" in sd2["tome r0.5"] and "speedup" not in sd2["none"]
+    assert sd2["tome r0.5 +mlp"]["group"] == "broader" and sd2["ideal r0.5"]["group"] == "bound"
+    comp = cases["compiled:dit-256-b64:default"]["settings"]
+    assert set(comp) == {"none", "tome r0.5", "bigain-td f2", "ideal r0.5"}
+    for k in ("none", "bigain-td f2", "ideal r0.5"):  # deterministic: each compiled copy runs its own patch
+        assert comp[k]["max_abs_vs_eager"] < 1e-5, k
+    cl = cases["classify:sd2-512"]["settings"]
+    assert set(cl) == {"none", "tome r0.5", "bigain-td f2"} and all(
+        s["images_per_s"] > 0 for s in cl.values()
+    )
+    # a rerun skips what is finished
+    started = cases["eager:sd2-512-b2"]["started"]
+    capsys.readouterr()
+    assert gl.main([*common, "--cases", "sd2-512-b2", "--part", "eager"]) == 0
+    assert "finished earlier, skipped" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["cases"]["eager:sd2-512-b2"]["started"] == started
+    md = out.with_suffix(".md").read_text()
+    assert "Smoke run" in md and "tomesd" in md and "## Targets" in md and "| sd2-512-b2 (fp32) |" in md
+    assert "## torch.compile" in md and "## Diffusion classifier" in md

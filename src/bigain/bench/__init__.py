@@ -1,24 +1,30 @@
 """Latency and FLOP utilities: benchmark models from published configs, FLOP counting with explicit
-attention, interleaved-ready forward timing, and the sub-layer share that bounds a method's speedup.
+attention, interleaved forward timing (CUDA events on a GPU), the sub-layer share that bounds a
+method's speedup, and the ceiling / ideal bounds measured as forwards of their own.
 
-Used by `benchmarks/latency.py` (and meant for `bigain bench` / `bigain sweep`).
+Used by `benchmarks/latency.py` (CPU matrix), `benchmarks/gpu_latency.py` and `bigain bench`.
 """
 
+from .bounds import BOUNDS, bound
 from .flops import call_model, count_flops, explicit_attention
-from .models import DIT_XL2_256, MODELS, SD2_UNET, build_model, example_inputs
+from .models import DIT_XL2_256, MODELS, SD2_UNET, build_model, example_inputs, model_spec
 from .patch import TOMESD, compressed_sublayers, patched
 from .timing import (
     Share,
     SublayerTimer,
     Timing,
+    interleave,
     machine_info,
     num_threads,
+    spread,
     sublayer_share,
+    time_events,
     time_forward,
     time_once,
 )
 
 __all__ = [
+    "BOUNDS",
     "DIT_XL2_256",
     "MODELS",
     "SD2_UNET",
@@ -26,16 +32,21 @@ __all__ = [
     "Share",
     "SublayerTimer",
     "Timing",
+    "bound",
     "build_model",
     "call_model",
     "compressed_sublayers",
     "count_flops",
     "example_inputs",
     "explicit_attention",
+    "interleave",
     "machine_info",
+    "model_spec",
     "num_threads",
     "patched",
+    "spread",
     "sublayer_share",
+    "time_events",
     "time_forward",
     "time_once",
 ]

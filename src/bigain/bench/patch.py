@@ -1,7 +1,8 @@
 """One way to patch a model for benchmarking: bigain's methods, plus the peer tomesd for comparison.
 
 `patched(model, "tomesd", ratio=..., max_downsample=...)` applies tomesd 0.1.3 (if installed) and
-removes it on exit; every other name goes through `bigain.compressed`. `compressed_sublayers` lists
+removes it on exit; "ceiling" and "ideal" (options `ratio`, `blocks`) apply the bounds of
+`bench.bounds`; every other name goes through `bigain.compressed`. `compressed_sublayers` lists
 the sub-layers a method would compress (attn1, and attn2/ff when their merging is on), which is what
 the speedup ceiling is measured on.
 """
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..methods import make_config
 from ..patching import compressed, inspect_model
+from .bounds import BOUNDS, bound
 
 TOMESD = "tomesd"
 _TOMESD_OPTIONS = (
@@ -56,6 +58,13 @@ def patched(model: nn.Module, method: str | None = None, **options: Any) -> Iter
         finally:
             tomesd.remove_patch(model)
         return
+    if method in BOUNDS:
+        bad = [k for k in options if k not in ("ratio", "blocks")]
+        if bad:
+            raise ValueError(f"{method} has no option {bad[0]!r}; its options: ratio, blocks")
+        with bound(model, method, **options):
+            yield None
+        return
     with compressed(model, method, **options) as report:
         yield report
 
@@ -86,6 +95,8 @@ def compressed_sublayers(model: nn.Module, method: str | None, **options: Any) -
             if options.get(flag, s == "attn1")
         ]
         return [f"{b}.{s}" for b in blocks for s in subs]
+    if method in BOUNDS:
+        method, options = "tome", {k: v for k, v in options.items() if k == "blocks"}
     cfg = make_config(method, **options)
     with compressed(model, cfg) as report:
         patched = {b.index for b in report.blocks}
@@ -99,5 +110,3 @@ def compressed_sublayers(model: nn.Module, method: str | None, **options: Any) -
             names = info.role_names(block)
             out += [names[r] for r in roles if r in names]
     return out
-
-

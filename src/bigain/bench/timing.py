@@ -260,3 +260,73 @@ def num_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU-ready timing: device events, interleaved rounds, quantile summaries
+
+
+def time_events(fn: Callable[[], Any], device: torch.device, n: int = 1) -> list[float]:
+    """Seconds of each of `n` calls of `fn`. On CUDA, between events recorded on the current stream
+    around each call (host launch gaps included, as the GPU waits for them); elsewhere wall time."""
+    out: list[float] = []
+    if device.type == "cuda":
+        for _ in range(n):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end) / 1000.0)
+        return out
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def quantile(xs: Sequence[float], q: float) -> float:
+    """The q-quantile of `xs` with linear interpolation between order statistics."""
+    s = sorted(xs)
+    if not s:
+        raise ValueError("quantile of no values")
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def quartiles(xs: Sequence[float]) -> tuple[float, float] | None:
+    """(first, third) quartile, or None with fewer than 3 values."""
+    if len(xs) < 3:
+        return None
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def spread(xs: Sequence[float]) -> dict[str, float]:
+    """Median with the 10th and 90th percentiles."""
+    return {"median": statistics.median(xs), "p10": quantile(xs, 0.1), "p90": quantile(xs, 0.9)}
+
+
+def round_order(keys: Sequence[str], rnd: int) -> list[str]:
+    """Visiting order of round `rnd`: rotated by one per round, reversed every other round, so no
+    setting always follows the same neighbour or always runs first."""
+    keys = list(keys)
+    shift = rnd % max(1, len(keys))
+    order = keys[shift:] + keys[:shift]
+    return order if rnd % 2 == 0 else order[::-1]
+
+
+def interleave(
+    keys: Sequence[str], rounds: int, visit: Callable[[str, int], list[float]]
+) -> dict[str, list[list[float]]]:
+    """Run `visit(key, round)` for every key in every round (`round_order`); per key, the list of
+    each round's returned times."""
+    out: dict[str, list[list[float]]] = {k: [] for k in keys}
+    for rnd in range(rounds):
+        for k in round_order(keys, rnd):
+            out[k].append(visit(k, rnd))
+    return out

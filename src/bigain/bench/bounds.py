@@ -1,0 +1,144 @@
+"""What compression could buy at best: the "ceiling" and the "ideal at ratio r" of a placement.
+
+Both act on the sub-layers a method compresses (the "attn" role of each placed block, plus SD3.5's
+"attn2"), found through the backbone adapter, with plain torch hooks, and are removed exactly:
+
+- ceiling: the compressed attentions cost nothing. Their forward is replaced by one that returns
+  zeros of the output's shape (for a joint attention the text part too, so nothing of the
+  sub-layer runs). No method can be faster at that placement.
+- ideal r: the compressed attentions run on (1 - r) * N image tokens behind a free merge: the
+  first M tokens are kept (a slice, which is a view) and the output is repeated back to N tokens.
+  Text tokens of a joint attention are untouched, and rotary tables (Flux) are sliced with the
+  tokens. A merging method that reached this would pay only for its attention on fewer tokens.
+
+The outputs are meaningless; only the time of a forward is of interest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+BOUNDS = ("ceiling", "ideal")
+
+
+def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _replace_hidden(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (value, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": value}
+
+
+def kept_tokens(n: int, ratio: float) -> int:
+    """M = the tokens an ideal merge at `ratio` keeps (at least one), as tomesd rounds: N - int(N * r)."""
+    return max(1, n - int(n * ratio))
+
+
+def repeat_tokens(y: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, M, C) -> (B, n, C) by repeating the M tokens (one copy kernel: the cheapest "unmerge")."""
+    m = y.shape[1]
+    reps = -(-n // m)
+    return y.repeat(1, reps, 1)[:, :n] if reps > 1 else y[:, :n]
+
+
+def _sublayers(model: nn.Module, blocks: Any) -> list[tuple[Any, nn.Module]]:
+    """(block, module) of every compressed attention of the placement `blocks` (as in the methods'
+    `blocks` option: None = the backbone's default placement, "all", or block indices)."""
+    from ..methods import make_config
+    from ..patching import compressed, inspect_model
+
+    info = inspect_model(model)
+    opts = {} if blocks is None else {"blocks": blocks}
+    with compressed(model, make_config("tome", **opts)) as report:
+        chosen = {b.index for b in report.blocks}
+    out = []
+    for block in info.blocks:
+        if block.index in chosen:
+            out += [(block, block.roles[r]) for r in ("attn", "attn2") if r in block.roles]
+    return out
+
+
+class _Ideal:
+    """Hooks of one attention: keep the first M image tokens, repeat the output back to N."""
+
+    def __init__(self, block: Any, ratio: float) -> None:
+        self.block = block
+        self.ratio = ratio
+        self.n = 0  # image tokens of the current call
+        self.t_len = 0  # text prefix (Flux single-stream blocks)
+
+    def block_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        ctx = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
+        self.t_len = int(ctx.shape[1]) if ctx is not None else 0
+
+    def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        x = _hidden(args, kwargs)
+        t = self.t_len if self.block.text_prefix else 0
+        self.n = x.shape[1] - t
+        m = kept_tokens(self.n, self.ratio)
+        args, kwargs = _replace_hidden(args, kwargs, x[:, : t + m])
+        rope = kwargs.get("image_rotary_emb")
+        if rope is not None:  # rows [text; image]: the text rows, then the first m image rows
+            ctx = kwargs.get("encoder_hidden_states")
+            t_rows = t + (int(ctx.shape[1]) if ctx is not None else 0)
+            kwargs = {**kwargs, "image_rotary_emb": tuple(r[: t_rows + m] for r in rope)}
+        return args, kwargs
+
+    def post(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        if isinstance(output, tuple):  # joint attention: (image, text, ...)
+            return (repeat_tokens(output[0], self.n), *output[1:])
+        if self.block.text_prefix:
+            t = self.t_len
+            return torch.cat([output[:, :t], repeat_tokens(output[:, t:], self.n)], dim=1)
+        return repeat_tokens(output, self.n)
+
+
+def _zero_forward(block: Any) -> Any:
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        x = _hidden(args, kwargs)
+        ctx = kwargs.get("encoder_hidden_states")
+        if block.joint and ctx is not None:
+            return torch.zeros_like(x), torch.zeros_like(ctx)
+        return torch.zeros_like(x)
+
+    return forward
+
+
+@contextlib.contextmanager
+def bound(model: nn.Module, kind: str, ratio: float | None = None, blocks: Any = None) -> Iterator[int]:
+    """Apply the "ceiling" or the "ideal" (at `ratio`) to the placement `blocks`; yields how many
+    attentions it acts on. Everything is restored on exit."""
+    if kind not in BOUNDS:
+        raise ValueError(f"kind={kind!r}: allowed are {', '.join(BOUNDS)}")
+    if kind == "ideal" and (ratio is None or not 0.0 <= ratio < 1.0):
+        raise ValueError(f"ratio={ratio!r}: the ideal needs a ratio in [0, 1)")
+    subs = _sublayers(model, blocks)
+    handles: list[Any] = []
+    saved: list[tuple[nn.Module, Any]] = []
+    try:
+        for block, module in subs:
+            if kind == "ceiling":
+                saved.append((module, module.__dict__.get("forward")))
+                module.forward = _zero_forward(block)
+            else:
+                ideal = _Ideal(block, float(ratio))
+                if block.text_prefix:
+                    handles.append(block.module.register_forward_pre_hook(ideal.block_pre, with_kwargs=True))
+                handles.append(module.register_forward_pre_hook(ideal.pre, with_kwargs=True))
+                handles.append(module.register_forward_hook(ideal.post))
+        yield len(subs)
+    finally:
+        for h in handles:
+            h.remove()
+        for module, fwd in saved:
+            if fwd is None:
+                del module.forward
+            else:
+                module.forward = fwd
