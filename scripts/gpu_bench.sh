@@ -11,12 +11,16 @@
 #        du -sh .whl
 # 2. On the GPU machine, one part per call, each well under 7 minutes (the part stops starting new
 #    cases after --budget-s, 330 s by default; `timeout` is the hard stop):
-#        scripts/gpu_bench.sh eager-unet   OUT    # SD2 and SDXL cases
-#        scripts/gpu_bench.sh eager-dit    OUT    # PixArt, DiT-XL/2, SD3-medium, Flux-dev
-#        scripts/gpu_bench.sh compiled     OUT    # torch.compile fullgraph subset (+ CUDA graphs at batch 2)
-#        scripts/gpu_bench.sh classify     OUT    # diffusion-classifier images/s on the SD2 U-Net
-#    with the device tool: run(command="scripts/gpu_bench.sh eager-unet $OUT", carry=[".whl"]).
-#    A device session has 15 minutes in all: plan two parts per session.
+#        scripts/gpu_bench.sh eager-unet        OUT   # SD2 and SDXL cases
+#        scripts/gpu_bench.sh eager-dit         OUT   # PixArt, DiT-XL/2, SD3-medium, Flux-dev
+#        scripts/gpu_bench.sh compiled-dit      OUT   # every method compiled fullgraph on DiT-XL/2 256 b64
+#        scripts/gpu_bench.sh compiled-sd2-512  OUT   # SD2 512 b2 under CUDA graphs (reduce-overhead)
+#        scripts/gpu_bench.sh compiled-rest     OUT   # PixArt b2, SD2 1024 b2 (CUDA graphs), SD2 1024 b8
+#        scripts/gpu_bench.sh classify          OUT   # diffusion-classifier images/s on the SD2 U-Net
+#    with the device tool: run(command="scripts/gpu_bench.sh eager-unet $OUT", carry=[".whl"],
+#    timeout_s=540). Compiling a full-size model with Inductor takes about a minute per setting, so
+#    the compiled parts are split by case; compiled-rest may need two calls (it resumes).
+#    A device session has 15 minutes in all: plan two parts per session, in the order above.
 # 3. Every call copies benchmarks/results/gpu-latency.{json,md} into OUT. Copy them back into
 #    benchmarks/results/ here before the next call: the JSON travels with the working tree, and
 #    finished cases are skipped, so a part cut short by the timeout is completed by running it again.
@@ -44,10 +48,14 @@ case "$what" in
   eager-unet) args=(--part eager --cases sd2-512-b2 sd2-1024-b2 sd2-1024-b8 sd2-2048-b1 sdxl-1024-b2 sdxl-1024-b8) ;;
   eager-dit) args=(--part eager --cases pixart-1024-b2 pixart-1024-b8 dit-256-b8 dit-256-b64 dit-512-b16 sd3-1024-b2 flux-1024-b1) ;;
   eager) args=(--part eager) ;;
-  compiled) args=(--part compiled) ;;
+  compiled) args=(--part compiled --budget-s 200) ;;
+  compiled-dit) args=(--part compiled --cases dit-256-b64) ;;
+  compiled-sd2-512) args=(--part compiled --cases sd2-512-b2) ;;
+  compiled-rest) args=(--part compiled --budget-s 200 --cases pixart-1024-b2 sd2-1024-b2 sd2-1024-b8) ;;
   classify) args=(--part classify) ;;
   report) args=() ;;
-  *) echo "usage: scripts/gpu_bench.sh wheels | eager-unet | eager-dit | eager | compiled | classify | report [OUT]" >&2; exit 2 ;;
+  *) echo "usage: scripts/gpu_bench.sh wheels | eager-unet | eager-dit | eager | compiled-dit | compiled-sd2-512 |" \
+       "compiled-rest | compiled | classify | report [OUT]" >&2; exit 2 ;;
 esac
 
 if ! $PY -c "import diffusers, tomesd" 2>/dev/null; then
