@@ -665,6 +665,8 @@ def check_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
                         need,
                         f"{m} r{r} {sp:.3f}, ideal {ideal:.3f}",
                     )
+                if rec.get("family") in ("sd3", "flux") and sp is not None:
+                    add("SD3/Flux merging never slower than none", cid, sp, 1.0, f"{m} r{r} {sp:.3f}")
             tomesd, tome = _sp(st.get(f"tomesd r{r}")), _sp(st.get(f"tome r{r}"))
             if tomesd is not None and tome is not None:
                 add(
@@ -730,6 +732,12 @@ def render(data: dict[str, Any]) -> str:
     ]
     if data.get("smoke"):
         lines += ["**Smoke run: tiny models on the CPU. These numbers say nothing about speed.**", ""]
+    gpus = sorted({str(r.get("gpu") or r.get("device")) for r in data["cases"].values() if r.get("complete")})
+    if len(gpus) > 1:
+        lines += [
+            f"**Cases were measured on different devices ({', '.join(gpus)}): compare within a case only.**",
+            "",
+        ]
     lines += [
         f"GPU: {v.get('gpu', 'none (CPU)')}; torch {v.get('torch')} (CUDA {v.get('cuda')}), "
         f"diffusers {v.get('diffusers')}, tomesd {v.get('tomesd')}, triton {v.get('triton')}.",

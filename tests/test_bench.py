@@ -451,3 +451,36 @@ def test_gpu_latency_smoke_every_part_resumes_and_reports(tmp_path, capsys):
     md = out.with_suffix(".md").read_text()
     assert "Smoke run" in md and "tomesd" in md and "## Targets" in md and "| sd2-512-b2 (fp32) |" in md
     assert "## torch.compile" in md and "## Diffusion classifier" in md
+
+
+def test_gpu_latency_targets_from_synthetic_results():
+    gl = _gpu_latency_script()
+
+    def s(x):
+        return {"ms": {"median": 10.0, "p10": 9.0, "p90": 11.0}, "speedup": {"median": x, "p10": x, "p90": x}}
+
+    st = {
+        "none": {"ms": {"median": 10.0, "p10": 9.0, "p90": 11.0}},
+        "ideal r0.5": s(1.26),
+        "ideal r0.7": s(1.05),
+    }
+    st.update({"tome r0.5": s(1.15), "bigain-tm r0.5": s(1.25), "tomesd r0.5": s(1.16), "todo f2": s(1.31)})
+    st.update({"bigain-td f2": s(0.97), "sito r0.5": s(0.96), "tome r0.7": s(1.0)})
+    data = {
+        "cases": {
+            "eager:sd2-1024-b8": {"id": "sd2-1024-b8", "family": "unet", "complete": True, "settings": st}
+        }
+    }
+    got = {
+        (t["target"], t["detail"].split(" ")[0] + " " + t["detail"].split(" ")[1]): t["met"]
+        for t in gl.check_targets(data)
+    }
+    assert got[("merging >= 80% of the ideal gain", "tome r0.5")] is False  # needs 1 + 0.8 * 0.26 = 1.208
+    assert got[("merging >= 80% of the ideal gain", "bigain-tm r0.5")] is True
+    assert not any(k[1].endswith("r0.7") and k[0].startswith("merging") for k in got)  # ideal r0.7 < 1.10
+    assert got[("tome >= same-run tomesd", "tome r0.5")] is False
+    assert got[("todo >= 1.30x", "todo f2")] is True
+    assert got[("every method at its defaults >= 0.98x none", "bigain-td f2")] is False
+    assert got[("SiTo >= 0.95x", "sito r0.5")] is True
+    md = gl.render(data)
+    assert "NOT MET: tome >= same-run tomesd" in md and "| sd2-1024-b8 |" in md
