@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - Triton's compiler API moved
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "bigain" / "ops" / "fast" / "triton_ops.py"
 FLOAT_SCALARS = {"scale_h", "scale_w", "alpha"}
-INDEX_POINTERS = {"src_ptr", "dst_ptr", "arg_ptr", "idx_ptr", "tok_ptr", "start_ptr", "count_ptr"}
+INDEX_POINTERS = {"src_ptr", "dst_ptr", "arg_ptr", "idx_ptr", "kept_ptr", "merged_ptr", "bounds_ptr"}
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,8 @@ class MergePlan:
     mode: str = "mean"
     # (B, N) [kept, dst, merged] ids: the reduced rows, then the rows merged into them.
     order: torch.Tensor | None = field(default=None, repr=False)
-    # Fast-path bookkeeping (tokens, starts, counts) for the one-pass merge; made with the plan on CUDA.
-    segments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    # Fast-path bookkeeping for the one-pass merge (`fast.kernels().merge_segments`), made with the plan on CUDA.
+    segments: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in ("mean", "prune"):
@@ -70,9 +70,9 @@ class MergePlan:
                 return kernels.gather_rows(x, self.order[:, :m])
             if self.segments is None:
                 self.segments = kernels.merge_segments(
-                    self.kept_idx, self.dst_idx, self.merged_idx, self.target, x.shape[1]
+                    self.kept_idx, self.dst_idx, self.merged_idx, self.target
                 )
-            return kernels.segment_mean(x, *self.segments, self.kept_idx.shape[1])
+            return kernels.segment_mean(x, *self.segments)
         if not merging:
             return _gather_tokens(x, self.order[:, :m])
         y = _gather_tokens(x, self.order)
@@ -106,7 +106,9 @@ def _without_autocast(device: torch.device) -> contextlib.AbstractContextManager
     return contextlib.nullcontext()
 
 
-def _positions(b: int, n: int, device: torch.device, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def _positions(
+    b: int, n: int, device: torch.device, parts: list[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
     """Build `inverse`: scatter each (flat ids, positions) part into a (B, N) map."""
     inverse = torch.zeros(b, n, dtype=torch.int64, device=device)
     for ids, pos in parts:
@@ -150,7 +152,7 @@ def bipartite_merge_plan(
         inverse = _positions(b, n, metric.device, [(order, torch.cat([ar, target + n_kept], dim=1))])
         segments = None
         if use_fast and mode == "mean" and r > 0:
-            segments = fast.kernels().merge_segments(kept_idx, dst_idx, merged_idx, target, n)
+            segments = fast.kernels().merge_segments(kept_idx, dst_idx, merged_idx, target)
     return MergePlan(kept_idx, merged_idx, dst_idx, target, inverse, mode, order, segments)
 
 

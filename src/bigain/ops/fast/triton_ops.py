@@ -211,18 +211,20 @@ def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 @triton.jit
 def _segment_mean_kernel(
     x_ptr,
-    tok_ptr,
-    start_ptr,
-    count_ptr,
+    kept_ptr,
+    dst_ptr,
+    merged_ptr,
+    bounds_ptr,
     out_ptr,
     M,
     C,
-    n_single,
-    Nd,
+    n_kept,
     stride_xb,
     stride_xn,
-    stride_tb,
-    stride_sb,
+    stride_kb,
+    stride_db,
+    stride_mb,
+    stride_bb,
     stride_ob,
     stride_on,
     BLOCK_M: tl.constexpr,
@@ -235,22 +237,30 @@ def _segment_mean_kernel(
     rc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mm = rm < M
     cm = rc < C
-    # Rows below n_single read one token each (tokens[row]); the others are destination segments.
-    seg = mm & (rm >= n_single)
-    d = tl.where(seg, rm - n_single, 0)
-    start = tl.where(seg, tl.load(start_ptr + b * stride_sb + d, mask=seg, other=0), rm)
-    count = tl.where(seg, tl.load(count_ptr + b * stride_sb + d, mask=seg, other=1), 1)
-    count = tl.where(mm, count, 0)
-    kmax = tl.reduce(count, 0, _max)
-    acc = tl.full([BLOCK_M, BLOCK_C], 0.0, dtype=tl.float32)
+    # Row j < n_kept copies kept source j; row n_kept + d averages destination d with the sources
+    # merged[bounds[d] : bounds[d + 1]] (those merged into d, in merge order).
+    is_dst = mm & (rm >= n_kept)
+    is_kept = mm & (rm < n_kept)
+    d = tl.where(is_dst, rm - n_kept, 0)
+    first = tl.where(
+        is_dst,
+        tl.load(dst_ptr + b * stride_db + d, mask=is_dst, other=0),
+        tl.load(kept_ptr + b * stride_kb + rm, mask=is_kept, other=0),
+    )
     xb = x_ptr + b * stride_xb
+    acc = tl.load(
+        xb + first[:, None] * stride_xn + rc[None, :], mask=mm[:, None] & cm[None, :], other=0.0
+    ).to(tl.float32)
+    lo = tl.load(bounds_ptr + b * stride_bb + d, mask=is_dst, other=0)
+    count = tl.load(bounds_ptr + b * stride_bb + d + 1, mask=is_dst, other=0) - lo
+    kmax = tl.reduce(count, 0, _max)
     for k in range(0, kmax):
         valid = k < count
-        tok = tl.load(tok_ptr + b * stride_tb + start + k, mask=valid, other=0)
+        tok = tl.load(merged_ptr + b * stride_mb + lo + k, mask=valid, other=0)
         acc += tl.load(
             xb + tok[:, None] * stride_xn + rc[None, :], mask=valid[:, None] & cm[None, :], other=0.0
         ).to(tl.float32)
-    out = acc / tl.maximum(count, 1).to(tl.float32)[:, None]
+    out = acc / (count + 1).to(tl.float32)[:, None]
     tl.store(
         out_ptr + b * stride_ob + rm[:, None] * stride_on + rc[None, :],
         out.to(out_ptr.dtype.element_ty),
@@ -259,18 +269,25 @@ def _segment_mean_kernel(
 
 
 def segment_mean(
-    x: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor, n_single: int
+    x: torch.Tensor,
+    kept_idx: torch.Tensor,
+    dst_idx: torch.Tensor,
+    merged_sorted: torch.Tensor,
+    bounds: torch.Tensor,
 ) -> torch.Tensor:
-    """The merge's gather + mean in one pass: (B, N, C) -> (B, n_single + Nd, C).
+    """The merge's gather + mean in one pass: (B, N, C) -> (B, n_kept + Nd, C).
 
-    Row j < n_single is x[tokens[j]]; row n_single + d is the mean of x over
-    tokens[starts[d] : starts[d] + counts[d]] (a destination followed by the sources merged into it).
-    tokens (B, N), starts/counts (B, Nd) int32 or int64, as `merge_segments` builds them.
+    Row j < n_kept is x[kept_idx[j]]; row n_kept + d is the mean of x over dst_idx[d] and
+    merged_sorted[bounds[d] : bounds[d + 1]], as `merge_segments` lays them out. Sums in float32.
     """
     x = _rows(x)
     b, _, c = x.shape
-    nd = starts.shape[-1]
-    m = n_single + nd
+    kept, k_stride = _index_rows(kept_idx, b)
+    dst, d_stride = _index_rows(dst_idx, b)
+    merged, m_stride = _index_rows(merged_sorted, b)
+    bounds, b_stride = _index_rows(bounds, b)
+    n_kept, nd = kept.shape[-1], dst.shape[-1]
+    m = n_kept + nd
     out = torch.empty(b, m, c, device=x.device, dtype=x.dtype)
     if m == 0 or c == 0:
         return out
@@ -278,39 +295,27 @@ def segment_mean(
     block_m = min(block_m, 32)
     grid = (triton.cdiv(m, block_m), triton.cdiv(c, block_c), b)
     _segment_mean_kernel[grid](
-        x, tokens, starts, counts, out, m, c, n_single, nd,
-        x.stride(0), x.stride(1), tokens.stride(0), starts.stride(0), out.stride(0), out.stride(1),
+        x, kept, dst, merged, bounds, out, m, c, n_kept,
+        x.stride(0), x.stride(1), k_stride, d_stride, m_stride, b_stride, out.stride(0), out.stride(1),
         BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4,
     )  # fmt: skip
     return out
 
 
 def merge_segments(
-    kept_idx: torch.Tensor, dst_idx: torch.Tensor, merged_idx: torch.Tensor, target: torch.Tensor, n: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Index bookkeeping for `segment_mean`, computed once per plan (plain torch ops).
-
-    tokens (B, N): the kept sources, then for every destination d its own id followed by the ids of
-    the sources merged into it in merge order (a stable sort by target); starts/counts (B, Nd) locate
-    each destination's run. The run of d starts at n_kept + d + (number of sources merged into
-    destinations before d); the k-th source in target order sits at n_kept + target_k + 1 + k.
-    """
-    b, n_kept = kept_idx.shape
-    nd, r = dst_idx.shape[1], merged_idx.shape[1]
-    device = kept_idx.device
+    kept_idx: torch.Tensor, dst_idx: torch.Tensor, merged_idx: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index bookkeeping for `segment_mean`, computed once per plan: a stable sort of the merged
+    sources by destination (merge order kept within a destination, so each destination sums its
+    sources in the order the reference does) and each destination's run in it (one searchsorted).
+    Returns (kept_idx, dst_idx, merged sources sorted by destination, bounds (B, Nd + 1))."""
+    b, nd = target.shape[0], dst_idx.shape[1]
     order = target.argsort(dim=1, stable=True)
-    t_sorted = target.gather(1, order)
-    m_sorted = merged_idx.gather(1, order)
-    merged_count = torch.zeros(b, nd, dtype=torch.int64, device=device)
-    merged_count.scatter_add_(1, target, torch.ones_like(target))
-    before = merged_count.cumsum(1) - merged_count
-    ar_d = torch.arange(nd, device=device, dtype=torch.int64)
-    starts = n_kept + ar_d + before
-    tokens = torch.empty(b, n, dtype=torch.int64, device=device)
-    tokens[:, :n_kept] = kept_idx
-    tokens.scatter_(1, starts, dst_idx)
-    tokens.scatter_(1, n_kept + 1 + t_sorted + torch.arange(r, device=device, dtype=torch.int64), m_sorted)
-    return tokens, starts, merged_count + 1
+    merged_sorted = merged_idx.gather(1, order)
+    target_sorted = target.gather(1, order)
+    edges = torch.arange(nd + 1, device=target.device, dtype=target.dtype).expand(b, -1).contiguous()
+    bounds = torch.searchsorted(target_sorted, edges)
+    return kept_idx, dst_idx, merged_sorted, bounds
 
 
 # ---------------------------------------------------------------------------------------------------
