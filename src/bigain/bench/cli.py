@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bigain bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="sd2", choices=list(MODELS))
     p.add_argument(
-        "--pixels", type=positive_int, default=None, help="image side (default 512 for sd2, 256 for dit-xl2)"
+        "--pixels",
+        type=positive_int,
+        default=None,
+        help="image side (default 512 for sd2, 256 for dit-xl2, 1024 otherwise)",
     )
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--out {args.out} is a folder; expected a JSON file path")
     if args.threads:
         torch.set_num_threads(args.threads)
-    pixels = args.pixels or (512 if args.model == "sd2" else 256)
+    pixels = args.pixels or {"sd2": 512, "dit-xl2": 256}.get(args.model, 1024)
     settings = [parse_setting(m) for m in args.methods]
     import bigain
 
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(name == "none" for _, name, _ in settings):
         settings.insert(0, ("none", "none", {}))
 
-    meta = build_model(args.model, device="meta")
+    meta = build_model(args.model, device="meta", pixels=pixels)
     meta_in = example_inputs(args.model, pixels, args.batch, device="meta")
     rows: dict[str, dict[str, Any]] = {}
     for label, name, opts in settings:
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     base_label = next(label for label, name, _ in settings if name == "none")
     if not args.flops_only:
         dtype = DTYPES[args.dtype]
-        model = build_model(args.model, device=args.device, dtype=dtype)
+        model = build_model(args.model, device=args.device, dtype=dtype, pixels=pixels)
         inputs = example_inputs(args.model, pixels, args.batch, dtype=dtype, device=args.device)
         time_once(model, inputs)  # warm-up
         for label, _, _ in settings:
