@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,8 @@ def rounds_for(seconds_per_round: float, args: argparse.Namespace) -> int:
 def summarize_times(rounds: list[list[float]], base: list[list[float]] | None) -> dict[str, Any]:
     """Median/p10/p90 of all timed forwards (ms) and of the per-round speedups over `base`."""
     flat = [t for r in rounds for t in r]
+    if not flat:
+        return {"forwards": 0}
     out: dict[str, Any] = {"ms": {k: 1000 * v for k, v in spread(flat).items()}, "forwards": len(flat)}
     if base is not None:
         ratios = [statistics.median(b) / statistics.median(r) for b, r in zip(base, rounds) if b and r]
@@ -304,10 +307,17 @@ def run_eager_case(case: Case, args: argparse.Namespace, device: torch.device) -
 
     def visit(key: str, rnd: int) -> list[float]:
         st = by_key[key]
-        with patched(model, st.method, **st.options):
-            for _ in range(args.warmup):
-                forward()
-            return time_events(forward, device, args.forwards)
+        if "error" in rec["settings"][key]:
+            return []
+        try:
+            with patched(model, st.method, **st.options):
+                for _ in range(args.warmup):
+                    forward()
+                return time_events(forward, device, args.forwards)
+        except Exception as exc:  # e.g. out of memory in a later round: drop the setting, keep the case
+            rec["settings"][key]["error"] = f"round {rnd}: {error_text(exc)}"
+            free_memory(device)
+            return []
 
     t0 = time.perf_counter()
     times = interleave(list(by_key), rounds, visit)
@@ -415,9 +425,15 @@ def run_compiled_case(
         rec["rounds"] = rounds
 
         def visit(key: str, rnd: int) -> list[float]:
-            for _ in range(args.warmup):
-                compiled[key]()
-            return time_events(compiled[key], device, args.forwards)
+            if "error" in rec["settings"][key]:
+                return []
+            try:
+                for _ in range(args.warmup):
+                    compiled[key]()
+                return time_events(compiled[key], device, args.forwards)
+            except Exception as exc:
+                rec["settings"][key]["error"] = f"round {rnd}: {error_text(exc)}"
+                return []
 
         times = interleave(list(compiled), rounds, visit)
         for key, rr in times.items():
@@ -515,10 +531,17 @@ def run_classify_case(args: argparse.Namespace, device: torch.device) -> dict[st
 
     def visit(key: str, rnd: int) -> list[float]:
         method, opts = by_key[key]
-        with _compressed(bundle, method, opts):
-            clf = DiffusionClassifier(bundle, batch_size=args.classify_batch, dtype=dt, **protocol)
-            out: list[Any] = []
-            t = time_events(lambda: out.extend(clf.classify_batch(x0, keys)), device, 1)
+        if "error" in rec["settings"][key]:
+            return []
+        try:
+            with _compressed(bundle, method, opts):
+                clf = DiffusionClassifier(bundle, batch_size=args.classify_batch, dtype=dt, **protocol)
+                out: list[Any] = []
+                t = time_events(lambda: out.extend(clf.classify_batch(x0, keys)), device, 1)
+        except Exception as exc:
+            rec["settings"][key]["error"] = f"round {rnd}: {error_text(exc)}"
+            free_memory(device)
+            return []
         preds[key] = [r.prediction for r in out]
         return t
 
@@ -529,7 +552,8 @@ def run_classify_case(args: argparse.Namespace, device: torch.device) -> dict[st
         e = rec["settings"][key]
         e["rounds_s"] = rr
         e.update(summarize_times(rr, None if key == "none" else times.get("none")))
-        e["images_per_s"] = images / statistics.median(t for r in rr for t in r)
+        if e.get("forwards"):
+            e["images_per_s"] = images / e["ms"]["median"] * 1000
         e["predictions"] = preds.get(key)
     rec["finished"] = now()
     rec["complete"] = True
@@ -600,9 +624,10 @@ def run_part(
                 rec = run_compiled_case(case, mode, keys, args, device)
             else:
                 rec = run_classify_case(args, device)
-        except torch.cuda.OutOfMemoryError as exc:
+        except Exception as exc:  # one case failing must not lose the others of an unattended run
             rec = {"id": key, "part": part, "complete": False, "error": error_text(exc)}
-            free_memory(device)
+            rec["traceback"] = traceback.format_exc()[-3000:]
+            print(f"  {key} failed: {rec['error']}", flush=True)
         free_memory(device)  # the case's model went out of scope with its function
         rec["wall_s"] = time.perf_counter() - t0
         data["cases"][key] = rec
