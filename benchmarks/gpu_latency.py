@@ -5,7 +5,8 @@ U-Nets (at the placement bigain uses by default); tome and bigain-tm r0.5/r0.7; 
 factor 2; sito r0.5; all at each backbone's default placement. Beside them, what is possible at that
 placement (`bigain.bench.bounds`): the "ceiling" (the compressed attentions return zeros) and the
 "ideal" at r0.5/r0.7 (they run on (1 - r)·N tokens behind a free merge: a slice, and a repeat back
-to N). Broader settings (merge_mlp=True; blocks="all") run in the same rounds and are reported
+to N). Broader settings (merge_mlp=True; blocks="all") and the default settings with bigain's GPU
+fast paths off ("ref-ops": the PyTorch reference operators) run in the same rounds and are reported
 separately. Settings are visited in interleaved rounds (rotated and reversed order); each visit
 patches the model, runs untimed warm-up forwards, then times forwards with CUDA events. Reported:
 median with p10/p90 of the forwards, and the speedup as the median (p10/p90) of the per-round
@@ -89,12 +90,14 @@ class Setting:
     key: str
     method: str | None  # None: the uncompressed baseline
     options: dict[str, Any] = field(default_factory=dict)
-    group: str = "main"  # "main" | "bound" | "broader"
+    group: str = "main"  # "main" | "bound" | "broader" | "reference"
+    fast: str | None = None  # bigain.ops.fast mode for this setting ("off": the PyTorch reference ops)
 
 
-def settings_for(model: torch.nn.Module, broader: bool = True) -> list[Setting]:
+def settings_for(model: torch.nn.Module, broader: bool = True, reference: bool = False) -> list[Setting]:
     """The settings of one eager case. tomesd runs on U-Nets only, at the level bigain places at
-    by default (SDXL: 2), so both compress the same blocks."""
+    by default (SDXL: 2), so both compress the same blocks. `reference` adds the default settings
+    with the GPU fast paths off (the PyTorch reference ops), to read what the kernels buy."""
     info = inspect_model(model)
     out = [Setting("none", None)]
     if info.kind == "unet":
@@ -122,7 +125,25 @@ def settings_for(model: torch.nn.Module, broader: bool = True) -> list[Setting]:
             Setting("ceiling all", "ceiling", {"blocks": "all"}, "broader"),
             Setting("ideal r0.5 all", "ideal", {"ratio": 0.5, "blocks": "all"}, "broader"),
         ]
+    if reference:
+        for key, m, opts in (
+            ("tome r0.5", "tome", {"ratio": 0.5}),
+            ("bigain-tm r0.5", "bigain-tm", {"ratio": 0.5}),
+            ("bigain-td f2", "bigain-td", {"downsample_factor": 2}),
+            ("sito r0.5", "sito", {"ratio": 0.5}),
+        ):
+            out.append(Setting(f"{key} ref-ops", m, opts, "reference", fast="off"))
     return out
+
+
+@contextlib.contextmanager
+def setting_context(model: torch.nn.Module, st: Setting) -> Iterator[Any]:
+    """The setting's patch, under its fast-path mode if it names one."""
+    from bigain.ops import fast
+
+    mode = fast.using(st.fast) if st.fast else contextlib.nullcontext()
+    with mode, patched(model, st.method, **st.options) as report:
+        yield report
 
 
 # The compiled subset: (case, torch.compile mode, settings). Every bigain method compiles fullgraph
@@ -182,6 +203,9 @@ def versions() -> dict[str, Any]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             out[pkg] = None
+    from bigain.ops import fast
+
+    out["bigain_fast"] = {"mode": fast.mode(), "triton": fast.available()}
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name()
         out["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
@@ -274,7 +298,7 @@ def run_eager_case(case: Case, args: argparse.Namespace, device: torch.device) -
     rec = case_header(case, args, device, "eager")
     model, rec["build_s"] = build(case, args, device)
     inputs = case_inputs(case, args, device)
-    settings = selected(settings_for(model, broader=not args.no_broader), args)
+    settings = selected(settings_for(model, not args.no_broader, not args.no_reference_ops), args)
     info = inspect_model(model)
     rec["backbone"] = info.kind
     rec["default_level"] = info.default_level
@@ -291,10 +315,14 @@ def run_eager_case(case: Case, args: argparse.Namespace, device: torch.device) -
         entry: dict[str, Any] = {"method": st.method or "none", "options": st.options, "group": st.group}
         rec["settings"][st.key] = entry
         try:
-            with patched(model, st.method, **st.options) as report:
+            with setting_context(model, st) as report:
                 if report is not None:
                     entry["blocks"] = [b.index for b in report.blocks]
                 t = time_events(forward, device, 1 + args.warmup)
+                if st.method is None:  # random weights in fp16 can overflow; the time is still the time
+                    with torch.inference_mode():
+                        y = first_tensor(call_model(model, inputs))
+                    rec["none_output_finite"] = bool(torch.isfinite(y).all())
             est += min(t) * (args.warmup + args.forwards)
             usable.append(st)
         except Exception as exc:  # a setting that cannot run is reported, not fatal
@@ -310,7 +338,7 @@ def run_eager_case(case: Case, args: argparse.Namespace, device: torch.device) -
         if "error" in rec["settings"][key]:
             return []
         try:
-            with patched(model, st.method, **st.options):
+            with setting_context(model, st):
                 for _ in range(args.warmup):
                     forward()
                 return time_events(forward, device, args.forwards)
@@ -765,7 +793,8 @@ def render(data: dict[str, Any]) -> str:
         ]
     lines += [
         f"GPU: {v.get('gpu', 'none (CPU)')}; torch {v.get('torch')} (CUDA {v.get('cuda')}), "
-        f"diffusers {v.get('diffusers')}, tomesd {v.get('tomesd')}, triton {v.get('triton')}.",
+        f"diffusers {v.get('diffusers')}, tomesd {v.get('tomesd')}, triton {v.get('triton')}; "
+        f"bigain fast paths: {v.get('bigain_fast')}.",
         "",
     ]
     eager = [(k, r) for k, r in data["cases"].items() if k.startswith("eager:")]
@@ -807,6 +836,21 @@ def render(data: dict[str, Any]) -> str:
             for _, r in eager:
                 st = r.get("settings", {})
                 lines.append(f"| {r['id']} | " + " | ".join(_cell(st.get(c)) for c in broader) + " |")
+        ref = sorted({k for _, r in eager for k in r.get("settings", {}) if k.endswith(" ref-ops")})
+        if ref:
+            lines += [
+                "",
+                "### Fast paths: the same settings with the PyTorch reference ops (fast / reference)",
+                "",
+            ]
+            lines += [
+                "| case | " + " | ".join(k[: -len(" ref-ops")] for k in ref) + " |",
+                "|---|" + "---|" * len(ref),
+            ]
+            for _, r in eager:
+                st = r.get("settings", {})
+                cells = [f"{_cell(st.get(k[: -len(' ref-ops')]))} / {_cell(st.get(k))}" for k in ref]
+                lines.append(f"| {r['id']} | " + " | ".join(cells) + " |")
         errs = [
             (r["id"], k, s["error"])
             for _, r in eager
@@ -889,6 +933,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--forwards", type=int, default=2, help="timed forwards per visit")
     p.add_argument(
         "--no-broader", action="store_true", help="skip the broader settings (merge_mlp, all blocks)"
+    )
+    p.add_argument(
+        "--no-reference-ops", action="store_true", help="skip the settings with the fast paths off"
     )
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--classify-images", type=int, default=2, help="images per timed classifier call")

@@ -411,6 +411,7 @@ def test_gpu_latency_smoke_every_part_resumes_and_reports(tmp_path, capsys):
     gl = _gpu_latency_script()
     out = tmp_path / "gpu-latency"
     keep = ["none", "tomesd r0.5", "tome r0.5", "bigain-td f2", "ceiling", "ideal r0.5", "tome r0.5 +mlp"]
+    keep.append("bigain-td f2 ref-ops")  # the same setting with the GPU fast paths off
     common = ["--smoke", "--out", str(out), "--settings", *keep]
     assert (
         gl.main([*common, "--cases", "sd2-512-b2", "flux-1024-b1", "--part", "eager", "--part", "classify"])
@@ -434,6 +435,10 @@ def test_gpu_latency_smoke_every_part_resumes_and_reports(tmp_path, capsys):
         assert s["ms"]["p10"] <= s["ms"]["median"] <= s["ms"]["p90"]
     assert "speedup" in sd2["tome r0.5"] and "speedup" not in sd2["none"]
     assert sd2["tome r0.5 +mlp"]["group"] == "broader" and sd2["ideal r0.5"]["group"] == "bound"
+    assert (
+        sd2["bigain-td f2 ref-ops"]["group"] == "reference"
+        and cases["eager:sd2-512-b2"]["none_output_finite"]
+    )
     comp = cases["compiled:dit-256-b64:default"]["settings"]
     assert set(comp) == {"none", "tome r0.5", "bigain-td f2", "ideal r0.5"}
     for k in ("none", "bigain-td f2", "ideal r0.5"):  # deterministic: each compiled copy runs its own patch
@@ -450,7 +455,7 @@ def test_gpu_latency_smoke_every_part_resumes_and_reports(tmp_path, capsys):
     assert json.loads(out.with_suffix(".json").read_text())["cases"]["eager:sd2-512-b2"]["started"] == started
     md = out.with_suffix(".md").read_text()
     assert "Smoke run" in md and "tomesd" in md and "## Targets" in md and "| sd2-512-b2 (fp32) |" in md
-    assert "## torch.compile" in md and "## Diffusion classifier" in md
+    assert "## torch.compile" in md and "## Diffusion classifier" in md and "### Fast paths" in md
 
 
 def test_gpu_latency_targets_from_synthetic_results():
