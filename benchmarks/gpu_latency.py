@@ -827,6 +827,22 @@ def render(data: dict[str, Any]) -> str:
                 f"| {r['id']} | {_cell(st.get('ceiling'))} | {_cell(st.get('ideal r0.5'))} | "
                 f"{_cell(st.get('ideal r0.7'))} | {fr[0]} | {fr[1]} |"
             )
+        small = []
+        for _, r in eager:
+            st = r.get("settings", {})
+            c, i = _sp(st.get("ceiling")), _sp(st.get("ideal r0.5"))
+            if c is not None and c < 1.10:
+                i_txt = "" if i is None else f", the ideal at r0.5 {i:.2f}"
+                small.append(f"- {r['id']}: ceiling {c:.2f}{i_txt}")
+        if small:
+            lines += [
+                "",
+                "Where compression cannot pay at the default placement (ceiling below 1.10: the compressed",
+                "attentions take less than a tenth of the forward's time, so no method acting on them alone can",
+                "make it more than 1.10x faster; at small batches the time can also be the GPU waiting on launches):",
+                "",
+                *small,
+            ]
         broader = sorted(
             {k for _, r in eager for k, s in r.get("settings", {}).items() if s.get("group") == "broader"}
         )
