@@ -280,3 +280,13 @@ def test_flux_grid_that_does_not_match_ids_is_a_clear_error():
     with pytest.raises(ValueError, match="grid"), torch.no_grad():
         flux(**kw)
     bigain.remove(flux)
+
+
+def test_flux_grid_from_ids_in_inference_mode_and_same_token_count_other_shape():
+    flux = make_tiny_flux()
+    bigain.apply(flux, "tome")
+    with torch.inference_mode():
+        for h, w in ((6, 8), (8, 6), (6, 8)):
+            flux(**flux_inputs(2, h=h, w=w))  # ids made in inference mode (no version counter)
+            assert flux._bigain_patch.forward.grid == (h, w)
+    bigain.remove(flux)

@@ -13,6 +13,8 @@ forward order (double then single).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -33,10 +35,15 @@ class FluxBackbone(Backbone):
     rope_kwarg = "image_rotary_emb"
 
     def __init__(self) -> None:
-        self._grid_cache: dict[tuple, tuple[int, int]] = {}
+        self._grid_cache: list[tuple[torch.Tensor, int, tuple[int, int]]] = []
         self._grid_by_count: dict[int, tuple[int, int]] = {}  # for compiled forwards: static lookup
 
     def blocks(self, model: nn.Module) -> list[Block]:
+        singles = list(model.single_transformer_blocks)
+        if singles and "encoder_hidden_states" not in inspect.signature(type(singles[0]).forward).parameters:
+            # Older releases concatenate text and image before the single-stream blocks and use
+            # another attention layout; the hooks here follow diffusers >= 0.35.
+            raise TypeError("bigain supports Flux from diffusers 0.35 on; please upgrade diffusers")
         out = []
         for i, b in enumerate(model.transformer_blocks):
             out.append(Block(len(out), f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True))
@@ -62,17 +69,22 @@ class FluxBackbone(Backbone):
         if img_ids is None:
             raise ValueError("bigain: Flux needs `img_ids` to know the token grid")
         ids = img_ids[0] if img_ids.dim() == 3 else img_ids
-        key = (ids.data_ptr(), tuple(ids.shape), str(ids.device), ids._version)
-        grid = self._grid_cache.get(key)
-        if grid is None:  # one host read per new ids tensor (pipelines reuse it at every step)
-            last = ids[-1].tolist()
-            grid = (int(last[1]) + 1, int(last[2]) + 1)
-            if grid[0] * grid[1] != num_tokens:
-                raise ValueError(f"bigain: img_ids describe a {grid[0]}x{grid[1]} grid but there are {num_tokens} tokens")
-            if len(self._grid_cache) > 64:
-                self._grid_cache.clear()
-            self._grid_cache[key] = grid
-            self._grid_by_count[num_tokens] = grid
+        # Pipelines pass the same ids tensor at every step: recognise it by identity (the cache holds a
+        # reference, so its memory cannot be reused by another tensor) and by its version counter
+        # (absent on inference-mode tensors, which cannot be modified in place anyway).
+        try:
+            version = img_ids._version
+        except RuntimeError:
+            version = -1
+        for cached, cached_version, grid in self._grid_cache:
+            if cached is img_ids and cached_version == version:
+                return grid
+        last = ids[-1].tolist()  # one host read per new ids tensor
+        grid = (int(last[1]) + 1, int(last[2]) + 1)
+        if grid[0] * grid[1] != num_tokens:
+            raise ValueError(f"bigain: img_ids describe a {grid[0]}x{grid[1]} grid but there are {num_tokens} tokens")
+        self._grid_cache = [(img_ids, version, grid)] + self._grid_cache[:7]
+        self._grid_by_count[num_tokens] = grid
         return grid
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
