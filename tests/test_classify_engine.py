@@ -1,4 +1,4 @@
-"""Diffusion-classifier engine: schedule (spec §7.3), batched == reference, invariances."""
+"""Diffusion-classifier engine: adaptive schedule, batched == reference, invariances."""
 
 from __future__ import annotations
 
@@ -227,7 +227,7 @@ def test_compressed_results_independent_of_batching(method, opts, dit):
 
 
 # --------------------------------------------------------------------------------------------
-# multi-label metrics (spec §7.3)
+# multi-label metrics
 # --------------------------------------------------------------------------------------------
 def test_average_precision_and_recall():
     assert average_precision([3, 1, 2, 0], [3]) == 1.0

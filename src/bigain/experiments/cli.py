@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--speed-batch", type=int, default=None, help="rows per timed forward (default: --batch-size)"
     )
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (spec §8: 50)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (the paper's generation protocol: 50)")
     p.add_argument(
-        "--guidance", type=float, default=4.0, help="classifier-free guidance scale (spec §8: 4.0)"
+        "--guidance", type=float, default=4.0, help="classifier-free guidance scale (the paper's generation protocol: 4.0)"
     )
     p.add_argument(
         "--fid-features",

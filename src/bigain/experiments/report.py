@@ -322,7 +322,7 @@ def write_markdown(out_dir: Path, report: dict[str, Any]) -> None:
     if not devs:
         lines.append("- speed: not measured (run the `speed` phase)")
     lines += [
-        "- accuracy: diffusion classifier (spec §7.3 schedule) on the first `images` test images; samples: "
+        "- accuracy: diffusion classifier (adaptive schedule) on the first `images` test images; samples: "
         f"class-balanced, DDIM, sample seeds {seeds} (FID: mean over the seeds, [min–max] when several)",
         "",
     ]

@@ -1,4 +1,4 @@
-"""Key/value source downsampling (ToDo, BiGain-TD interpolate-extrapolate blend, spec section 4)."""
+"""Key/value source downsampling (ToDo, and BiGain-TD's interpolate-extrapolate blend)."""
 
 from __future__ import annotations
 
