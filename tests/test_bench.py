@@ -489,3 +489,17 @@ def test_gpu_latency_targets_from_synthetic_results():
     assert got[("SiTo >= 0.95x", "sito r0.5")] is True
     md = gl.render(data)
     assert "NOT MET: tome >= same-run tomesd" in md and "| sd2-1024-b8 |" in md
+
+
+def test_flops_count_on_mmdit_backbones():
+    """Joint attentions keep their processor (their SDPA is counted); compression lowers the count."""
+    from bigain.bench import count_flops
+    from conftest import flux_inputs, make_tiny_flux, make_tiny_sd3, sd3_inputs
+
+    for make, inputs in ((make_tiny_flux, flux_inputs), (make_tiny_sd3, sd3_inputs)):
+        model, kw = make(), inputs(2)
+        kw.pop("return_dict")
+        base = count_flops(model, kw)
+        assert base > 0
+        for method in ("tome", "todo"):
+            assert count_flops(model, kw, method, blocks="all") < 0.95 * base, (make.__name__, method)

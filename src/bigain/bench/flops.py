@@ -25,14 +25,15 @@ from .patch import TOMESD, patched
 def explicit_attention(model: nn.Module) -> Iterator[int]:
     """Give every diffusers attention module an explicit-softmax `AttnProcessor`; restore on exit.
 
-    Works per module (DiTTransformer2DModel has no `set_attn_processor`). Yields how many modules
-    were switched.
+    Works per module (DiTTransformer2DModel has no `set_attn_processor`). Only plain self/cross-attention
+    processors are switched: joint attentions (SD3, Flux) keep their own processor, whose SDPA call the
+    FLOP counter counts as it is. Yields how many modules were switched.
     """
     from diffusers.models.attention_processor import AttnProcessor
 
     saved = []
     for m in model.modules():
-        if hasattr(m, "set_processor") and hasattr(m, "processor"):
+        if type(getattr(m, "processor", None)).__name__ in ("AttnProcessor2_0", "AttnProcessor"):
             saved.append((m, m.processor))
             m.set_processor(AttnProcessor())
     try:
