@@ -125,7 +125,9 @@ def make_tiny_sd3(seed: int = 0, dual: bool = False, layers: int = 4):
     from diffusers import SD3Transformer2DModel
 
     torch.manual_seed(seed)
+    extra = {"dual_attention_layers": (0, 1), "qk_norm": "rms_norm"} if dual else {}
     return SD3Transformer2DModel(
+        **extra,
         sample_size=16,
         patch_size=2,
         in_channels=4,
@@ -137,8 +139,6 @@ def make_tiny_sd3(seed: int = 0, dual: bool = False, layers: int = 4):
         pooled_projection_dim=8,
         out_channels=4,
         pos_embed_max_size=32,
-        dual_attention_layers=(0, 1) if dual else (),
-        qk_norm="rms_norm" if dual else None,
     ).eval()
 
 
