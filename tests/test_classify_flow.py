@@ -612,3 +612,10 @@ def test_bundles_refuse_a_missing_schedule():
         FlowBundle(alphas_cumprod=None, **base)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         FlowBundle(alphas_cumprod=None, sigmas=torch.linspace(0, 2, 10), **base)
+
+
+def test_generate_refuses_a_flow_bundle_with_a_clear_message():
+    from bigain.generate.sampler import make_scheduler
+
+    with pytest.raises(ValueError, match="flow"):
+        make_scheduler(sd3_bundle(), "ddim")

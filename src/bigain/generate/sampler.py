@@ -55,6 +55,11 @@ class SamplerConfig:
 
 def make_scheduler(bundle: DiffusionBundle, sampler: str):
     """A diffusers scheduler on the bundle's own training noise schedule."""
+    if getattr(bundle, "prediction_type", "epsilon") != "epsilon":
+        raise ValueError(
+            f"bigain generate samples epsilon-prediction models; this model predicts {bundle.prediction_type!r} "
+            "(flow-matching sampling is not implemented: use the diffusers pipeline with bigain.apply)"
+        )
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
     ac = bundle.alphas_cumprod.double().cpu()
