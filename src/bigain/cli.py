@@ -151,7 +151,7 @@ def _bench(argv: Sequence[str]) -> int:
 
 
 def _sweep(argv: Sequence[str]) -> int:
-    from .sweep import main
+    from .experiments.cli import main
 
     return main(list(argv))
 
