@@ -290,3 +290,17 @@ def test_flux_grid_from_ids_in_inference_mode_and_same_token_count_other_shape()
             flux(**flux_inputs(2, h=h, w=w))  # ids made in inference mode (no version counter)
             assert flux._bigain_patch.forward.grid == (h, w)
     bigain.remove(flux)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_mmdit_odd_grids_work_and_too_small_grids_fail_clearly(method):
+    sd3, flux = make_tiny_sd3(), make_tiny_flux()
+    for model, kw in ((sd3, sd3_inputs(2, size=(18, 14))), (flux, flux_inputs(2, h=5, w=7))):  # 9x7, 5x7 grids
+        bigain.apply(model, method, blocks="all")
+        with torch.no_grad():
+            assert torch.isfinite(model(**kw)[0]).all()
+        bigain.remove(model)
+    bigain.apply(flux, method, blocks="all")
+    with pytest.raises(ValueError, match="does not fit the 1x7 token grid"), torch.no_grad():
+        flux(**flux_inputs(2, h=1, w=7))
+    bigain.remove(flux)
