@@ -18,14 +18,8 @@ import inspect
 import torch
 from torch import nn
 
+from .. import ops
 from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
-
-
-def _compiling() -> bool:
-    try:
-        return bool(torch.compiler.is_compiling())
-    except AttributeError:  # pragma: no cover
-        return False
 
 
 class FluxBackbone(Backbone):
@@ -55,7 +49,7 @@ class FluxBackbone(Backbone):
         return relative_placement(len(blocks))
 
     def _grid(self, img_ids: torch.Tensor | None, num_tokens: int) -> tuple[int, int]:
-        if _compiling():
+        if ops.is_compiling():
             # No host read inside a graph: the grid an eager forward saw for this token count, or a square.
             grid = self._grid_by_count.get(num_tokens)
             side = int(round(num_tokens**0.5))

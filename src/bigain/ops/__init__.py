@@ -6,6 +6,7 @@ from .kv import average, blend_downsample, downsample_tokens, nearest_exact
 from .laplacian import laplacian_score
 from .partition import fixed_choice, keyed_choice, partition, random_choice, score_choice
 from .plans import MergePlan, PrunePlan, bipartite_merge_plan, similarity_prune_plan
+from .tracing import is_compiling
 
 __all__ = [
     "MergePlan",
@@ -16,6 +17,7 @@ __all__ = [
     "downsample_tokens",
     "fixed_choice",
     "infer_level",
+    "is_compiling",
     "keyed_choice",
     "keyed_normal",
     "keyed_randint",

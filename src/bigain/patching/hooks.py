@@ -23,13 +23,6 @@ from ..methods import Draw, MethodConfig
 from .registry import HookSet
 
 
-def is_compiling() -> bool:
-    try:
-        return bool(torch.compiler.is_compiling())
-    except AttributeError:  # pragma: no cover - very old torch
-        return False
-
-
 def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
@@ -91,7 +84,7 @@ class PatchState:
         # Switch-off for KV methods: only when every row is at t <= stop_t. Decided on the host: free
         # for host timesteps; device timesteps are read once (not while compiling: see the docs).
         self.kv_off = False
-        if stop is not None and info.timesteps is not None and not is_compiling():
+        if stop is not None and info.timesteps is not None and not ops.is_compiling():
             t = info.host_timesteps if info.host_timesteps is not None else info.timesteps.cpu()
             self.kv_off = bool((t <= stop).all())
 
@@ -136,7 +129,7 @@ class BlockPatch:
     def _draw(self) -> Draw:
         st = self.state
         trace = None
-        if st.keys is None and is_compiling():
+        if st.keys is None and ops.is_compiling():
             t = st.forward.timesteps if st.forward is not None else None
             trace = torch.zeros(1, dtype=torch.int64) if t is None else t[:1].to(torch.int64)
         return Draw(self.salt, st.keys, st.generator, trace)

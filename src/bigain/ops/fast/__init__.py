@@ -26,6 +26,8 @@ from types import ModuleType
 
 import torch
 
+from ..tracing import is_compiling
+
 MODES = ("auto", "off", "interpret")
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -79,16 +81,9 @@ def using(new_mode: str) -> Iterator[None]:
         set_mode(old)
 
 
-def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and hasattr(compiler, "is_compiling"):
-        return compiler.is_compiling()
-    return torch._dynamo.is_compiling()  # torch < 2.3
-
-
 def active(*tensors: torch.Tensor) -> bool:
     """Whether an op called on these tensors should take its fast path."""
-    if _mode == "off" or _compiling() or not available():  # compiling first: traced code never imports
+    if _mode == "off" or is_compiling() or not available():  # compiling first: traced code never imports
         return False
     if not all(t.dtype in KERNEL_DTYPES for t in tensors):
         return False  # e.g. float64: the reference handles it
