@@ -163,13 +163,11 @@ def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", *
     if cfg.mechanism != "none" and not selected:
         _empty(info, cfg)
     remove(den)
-    state = PatchState(cfg, info.backbone, den)
+    state = PatchState(cfg, info.backbone)
     state.hooks.pre(den, state.denoiser_pre)
     report = PatchReport(cfg.name, type(den).__name__, cfg.as_dict())
     for block, param in selected:
-        bp = BlockPatch(state, block, param)
-        bp.install(state.hooks)
-        state.blocks.append(bp)
+        BlockPatch(state, block, param).install(state.hooks)
         tokens, reduced = _token_counts(info, block, cfg, param)
         report.blocks.append(PatchedBlock(block.index, block.name, block.level, tokens, reduced))
     state.hooks.install()

@@ -64,10 +64,9 @@ def _kv_positions(height: int, width: int, factor: int, device: torch.device) ->
 class PatchState:
     """Everything a patch keeps on the model: config, adapter, hooks, and the current forward."""
 
-    def __init__(self, config: MethodConfig, backbone: Backbone, denoiser: nn.Module) -> None:
+    def __init__(self, config: MethodConfig, backbone: Backbone) -> None:
         self.config = config
         self.backbone = backbone
-        self.denoiser = denoiser
         self.hooks = HookSet()
         self.forward: ForwardInfo | None = None
         self.kv_off = False
@@ -75,7 +74,6 @@ class PatchState:
         self.generator: torch.Generator | None = getattr(config, "generator", None)
         if self.generator is None and hasattr(config, "seed"):
             self.generator = torch.Generator().manual_seed(int(config.seed))
-        self.blocks: list[BlockPatch] = []
 
     def denoiser_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         info = self.backbone.read_forward(module, args, kwargs)
@@ -179,14 +177,16 @@ class BlockPatch:
                     hooks.post(getattr(attn, name), lambda m, out: self._rope_post(out, 2, False))
         hooks.post(attn, self._rope_clear)
 
-    def _take_rope(self, kwargs: dict, text_len: int, q_pos: torch.Tensor | None, k_pos: torch.Tensor | None) -> dict:
-        """Remove the rotary tables from the attention call and keep the rows the new tokens need."""
+    def _take_rope(self, kwargs: dict, q_pos: torch.Tensor | None, k_pos: torch.Tensor | None) -> dict:
+        """Remove the rotary tables from the attention call and keep the rows the new tokens need
+        (positions None: every image row, in order)."""
         tables = kwargs.get(self.rope_kwarg)
         if tables is None:
             self._rope = None
             return kwargs
         cos, sin = tables
-        n_text = cos.shape[0] - self.state.current().grid[0] * self.state.current().grid[1]
+        gh, gw = self.state.current().grid
+        n_text = cos.shape[0] - gh * gw
         text = (cos[:n_text], sin[:n_text])
         img_cos, img_sin = cos[n_text:], sin[n_text:]
 
@@ -196,7 +196,8 @@ class BlockPatch:
             pos = pos.to(img_cos.device)
             return img_cos[pos], img_sin[pos]
 
-        self._rope = (rows(q_pos), rows(k_pos), text)
+        q_rows = rows(q_pos)
+        self._rope = (q_rows, q_rows if k_pos is q_pos else rows(k_pos), text)
         kwargs = dict(kwargs)
         kwargs[self.rope_kwarg] = None
         return kwargs
@@ -248,7 +249,7 @@ class BlockPatch:
         args, kwargs = _with_hidden(args, kwargs, self._reduce(x))
         if self.rope_kwarg is not None:
             pos = _plan_positions(self.plan)
-            kwargs = self._take_rope(kwargs, self._t_len, pos, pos)
+            kwargs = self._take_rope(kwargs, pos, pos)
         return args, kwargs
 
     def _reduce_pre(self, module: nn.Module, args: tuple, kwargs: dict):
@@ -284,7 +285,7 @@ class BlockPatch:
             self._kv_in = x
             self._kv_src = torch.cat([x[:, :t_len], src], dim=1) if t_len else src
             if self.rope_kwarg is not None:
-                kwargs = self._take_rope(kwargs, t_len, None, _kv_positions(h, w, self.param, x.device))
+                kwargs = self._take_rope(kwargs, None, _kv_positions(h, w, self.param, x.device))
                 return args, kwargs
             return None
         if kwargs.get("encoder_hidden_states") is not None:
