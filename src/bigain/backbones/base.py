@@ -83,6 +83,18 @@ def as_timesteps(t: Any, batch: int, device: torch.device, scale: float = 1.0) -
     return dev, host
 
 
+def patch_grid_forward(model: nn.Module, args: tuple, kwargs: dict, t_pos: int) -> ForwardInfo:
+    """ForwardInfo of a transformer that patchifies a (B, C, H, W) latent (`hidden_states`, first
+    argument) with `config.patch_size`, its timestep at position `t_pos` or keyword `timestep`."""
+    x = args[0] if args else kwargs.get("hidden_states")
+    if x is None or x.dim() != 4:
+        raise ValueError(f"bigain: the {type(model).__name__} input must be a (B, C, H, W) latent")
+    t = args[t_pos] if len(args) > t_pos else kwargs.get("timestep")
+    dev, host = as_timesteps(t, x.shape[0], x.device)
+    p = int(model.config.patch_size)
+    return ForwardInfo((int(x.shape[-2]) // p, int(x.shape[-1]) // p), dev, host)
+
+
 class Backbone:
     """One denoiser family. Subclasses fill in the class attributes and the small functions."""
 

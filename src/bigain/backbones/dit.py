@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps
+from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, patch_grid_forward
 from .unet import _roles
 
 
@@ -28,11 +28,5 @@ class DiTBackbone(Backbone):
         return tuple(i for i in PAPER_DIT_BLOCKS if i < len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
-        x = args[0] if args else kwargs.get("hidden_states")
-        if x is None or x.dim() != 4:
-            raise ValueError(f"bigain: the {type(model).__name__} input must be a (B, C, H, W) latent")
         pos = 1 if type(model).__name__.startswith("DiT") else 2  # PixArt: (x, encoder_hidden_states, timestep)
-        t = args[pos] if len(args) > pos else kwargs.get("timestep")
-        dev, host = as_timesteps(t, x.shape[0], x.device)
-        p = int(model.config.patch_size)
-        return ForwardInfo((int(x.shape[-2]) // p, int(x.shape[-1]) // p), dev, host)
+        return patch_grid_forward(model, args, kwargs, pos)

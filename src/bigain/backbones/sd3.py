@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .base import Backbone, Block, ForwardInfo, patch_grid_forward, relative_placement
 
 
 class SD3Backbone(Backbone):
@@ -35,10 +35,4 @@ class SD3Backbone(Backbone):
         return relative_placement(len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
-        x = args[0] if args else kwargs.get("hidden_states")
-        if x is None or x.dim() != 4:
-            raise ValueError("bigain: the SD3 transformer input must be a (B, C, H, W) latent")
-        t = args[3] if len(args) > 3 else kwargs.get("timestep")
-        dev, host = as_timesteps(t, x.shape[0], x.device)
-        p = int(model.config.patch_size)
-        return ForwardInfo((int(x.shape[-2]) // p, int(x.shape[-1]) // p), dev, host)
+        return patch_grid_forward(model, args, kwargs, 3)  # (x, encoder_hidden_states, pooled, timestep)
