@@ -6,6 +6,9 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DiTTransformer2DModel, PixArtTransformer2DModel, UNet2DConditionModel
 
+from bigain import models
+from bigain.models import fashion
+
 
 def make_tiny_unet(seed: int = 0, cross_dim: int = 32) -> UNet2DConditionModel:
     """Two transformer levels (16x16 and 8x8 tokens on a 16x16 latent), like SD's top levels."""
@@ -185,3 +188,15 @@ def flux_inputs(batch: int = 2, h: int = 6, w: int = 8, text: int = 5, seed: int
         txt_ids=torch.zeros(text, 3),
         return_dict=False,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny fashion-dit (random weights) saved in the registry's folder format."""
+    torch.manual_seed(0)
+    mods = fashion.build("fashion-dit", tiny=True)
+    for m in mods.values():
+        m.eval()
+    folder = tmp_path_factory.mktemp("tiny-fashion-dit")
+    models.save_folder(folder, mods, {"class_names": [f"c{i}" for i in range(10)]}, dtype=torch.float32)
+    return folder

@@ -5,22 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-
-from bigain import models
-from bigain.models import fashion
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    """A tiny fashion-dit (random weights) saved in the registry's folder format."""
-    torch.manual_seed(0)
-    mods = fashion.build("fashion-dit", tiny=True)
-    for m in mods.values():
-        m.eval()
-    folder = tmp_path_factory.mktemp("tiny-fashion-dit")
-    models.save_folder(folder, mods, {"class_names": [f"c{i}" for i in range(10)]}, dtype=torch.float32)
-    return folder
 
 
 def test_demo_on_a_tiny_budget(tiny_folder, tmp_path):

@@ -10,10 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bigain import models
 from bigain.experiments import Setting, job_list, paper_settings, run_sweep, select, worker_share
 from bigain.experiments.grid import check_grid, generation_folders, infer_baselines
-from bigain.models import fashion
 from conftest import make_tiny_vae
 
 
@@ -140,24 +138,13 @@ def test_sweep_on_a_tiny_sd_pipeline_and_an_image_folder(tmp_path):
     assert "exact McNemar" in (out / "report.md").read_text()
 
 
-@pytest.fixture(scope="module")
-def tiny_fashion(tmp_path_factory):
-    torch.manual_seed(0)
-    mods = fashion.build("fashion-dit", tiny=True)
-    for m in mods.values():
-        m.eval()
-    folder = tmp_path_factory.mktemp("tiny-fashion-dit")
-    models.save_folder(folder, mods, {"class_names": [f"c{i}" for i in range(10)]}, dtype=torch.float32)
-    return folder
-
-
-def test_generation_over_seeds_and_the_fid_interval(tiny_fashion, tmp_path):
+def test_generation_over_seeds_and_the_fid_interval(tiny_folder, tmp_path):
     settings = [Setting("none", "none"), Setting("tome-r0.5", "tome", {"ratio": 0.5}),
                 Setting("bigain-tm-r0.5", "bigain-tm", {"ratio": 0.5}, baseline="tome-r0.5", family="primary")]  # fmt: skip
     out = tmp_path / "sweep"
     kw = dict(images=2, gen=4, settings=settings, batch_size=32, gen_batch=4, steps=2, progress=False,
               seeds=(0, 1), fid_boot=20, phases=("generate", "report"))  # fmt: skip
-    rep = run_sweep(str(tiny_fashion), str(out), **kw)
+    rep = run_sweep(str(tiny_folder), str(out), **kw)
     for label in ("none", "tome-r0.5", "bigain-tm-r0.5"):
         assert (out / "generate" / label / "manifest.jsonl").is_file()
         assert (out / "generate" / f"{label}-seed1" / "manifest.jsonl").is_file()
