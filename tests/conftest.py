@@ -124,25 +124,15 @@ def make_tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
 
 
 def make_tiny_sd3(seed: int = 0, dual: bool = False, layers: int = 4):
-    """An MMDiT (SD3; SD3.5-like with `dual`: a second image self-attention in the first blocks)."""
+    """An MMDiT (SD3; SD3.5-like with `dual`: a second image self-attention in the first blocks), the
+    benchmark's tiny SD3 config."""
     from diffusers import SD3Transformer2DModel
+
+    from bigain.bench.models import TINY
 
     torch.manual_seed(seed)
     extra = {"dual_attention_layers": (0, 1), "qk_norm": "rms_norm"} if dual else {}
-    return SD3Transformer2DModel(
-        **extra,
-        sample_size=16,
-        patch_size=2,
-        in_channels=4,
-        num_layers=layers,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=16,
-        caption_projection_dim=16,
-        pooled_projection_dim=8,
-        out_channels=4,
-        pos_embed_max_size=32,
-    ).eval()
+    return SD3Transformer2DModel(**{**TINY["sd3-medium"], "num_layers": layers, **extra}).eval()
 
 
 def sd3_inputs(batch: int = 2, size: int | tuple[int, int] = 16, seed: int = 1, t=(500.0, 20.0)) -> dict:
@@ -158,20 +148,14 @@ def sd3_inputs(batch: int = 2, size: int | tuple[int, int] = 16, seed: int = 1, 
 
 
 def make_tiny_flux(seed: int = 0, double: int = 2, single: int = 3):
+    """The benchmark's tiny Flux config without guidance embedding (inputs carry no guidance)."""
     from diffusers import FluxTransformer2DModel
 
+    from bigain.bench.models import TINY
+
     torch.manual_seed(seed)
-    return FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=16,
-        num_layers=double,
-        num_single_layers=single,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=24,
-        pooled_projection_dim=8,
-        axes_dims_rope=(4, 6, 6),
-    ).eval()
+    cfg = {**TINY["flux-dev"], "num_layers": double, "num_single_layers": single, "guidance_embeds": False}
+    return FluxTransformer2DModel(**cfg).eval()
 
 
 def flux_inputs(batch: int = 2, h: int = 6, w: int = 8, text: int = 5, seed: int = 1, sigma=(0.5, 0.3)) -> dict:
