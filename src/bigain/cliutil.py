@@ -128,26 +128,24 @@ def check_device(device: str | None) -> str:
     return str(dev)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is out of range: expected an integer >= 1")
+    if v < low:
+        raise argparse.ArgumentTypeError(f"{v} is out of range: expected an integer >= {low}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} is out of range: expected an integer >= 0")
-    return v
+    return _int_at_least(text, 0)
 
 
 def seed_int(text: str) -> int:
