@@ -58,8 +58,9 @@ def make_tiny_pixart(seed: int = 0) -> PixArtTransformer2DModel:
     ).eval()
 
 
-def make_tiny_vae(sample_size: int = 16) -> AutoencoderKL:
-    """A 2-level VAE (8x less area, 4 latent channels) with random weights."""
+def make_tiny_vae(sample_size: int = 16, **config) -> AutoencoderKL:
+    """A 2-level VAE (8x less area, 4 latent channels) with random weights; `config` overrides
+    (e.g. scaling_factor, shift_factor)."""
     torch.manual_seed(0)
     return AutoencoderKL(
         in_channels=3,
@@ -70,7 +71,21 @@ def make_tiny_vae(sample_size: int = 16) -> AutoencoderKL:
         latent_channels=4,
         norm_num_groups=8,
         sample_size=sample_size,
+        **config,
     ).eval()
+
+
+class TinyTokenizer:
+    """A CLIP-tokenizer stand-in: one id per word (a hash of its letters), padded with 1 to max_length."""
+
+    model_max_length = 6
+
+    def __call__(self, prompts, padding, max_length, truncation, return_tensors):
+        ids = []
+        for p in prompts:
+            row = [sum(map(ord, w)) % 97 + 2 for w in p.split()][:max_length]
+            ids.append(row + [1] * (max_length - len(row)))
+        return {"input_ids": torch.tensor(ids)}
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from bigain.classify.datasets import (
 from bigain.classify.runner import _candidates
 from bigain.classify.summary import summarize
 from bigain.classify.testing import CountingBundle
-from conftest import make_tiny_vae
+from conftest import TinyTokenizer, make_tiny_vae
 
 
 def test_shipped_class_lists():
@@ -135,17 +135,6 @@ def test_builtin_fashion_mnist():
 # --------------------------------------------------------------------------------------------
 # pipelines
 # --------------------------------------------------------------------------------------------
-class _Tokenizer:
-    model_max_length = 6
-
-    def __call__(self, prompts, padding, max_length, truncation, return_tensors):
-        ids = []
-        for p in prompts:
-            row = [sum(map(ord, w)) % 97 + 2 for w in p.split()][:max_length]
-            ids.append(row + [1] * (max_length - len(row)))
-        return {"input_ids": torch.tensor(ids)}
-
-
 def test_bundle_from_sd_style_pipeline():
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -175,13 +164,13 @@ def test_bundle_from_sd_style_pipeline():
     ).eval()
     sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     vae = make_tiny_vae()
-    pipe = SimpleNamespace(unet=unet, text_encoder=text, tokenizer=_Tokenizer(), vae=vae, scheduler=sched)
+    pipe = SimpleNamespace(unet=unet, text_encoder=text, tokenizer=TinyTokenizer(), vae=vae, scheduler=sched)
     prompts = ["a photo of a cat.", "a photo of a dog.", "a photo of a car."]
     bundle = bundle_from_pipeline(pipe, prompts)
     assert bundle.num_classes == 3 and bundle.sample_shape == (4, 8, 8) and bundle.extras["image_size"] == 16
     assert torch.allclose(bundle.alphas_cumprod, sched.alphas_cumprod.double())
     with torch.no_grad():
-        one = text(_Tokenizer()([prompts[1]], None, 6, True, "pt")["input_ids"])[0]
+        one = text(TinyTokenizer()([prompts[1]], None, 6, True, "pt")["input_ids"])[0]
     assert torch.allclose(bundle.conditioning(torch.tensor([1]))["encoder_hidden_states"], one, atol=1e-6)
     img = Image.new("RGB", (24, 20), color=(200, 30, 60))
     x0 = prepare_x0(bundle, [img])

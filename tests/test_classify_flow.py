@@ -30,7 +30,7 @@ from bigain.models.flow import (
     sigmas_from_scheduler_config,
     unpack_latents,
 )
-from conftest import make_tiny_flux, make_tiny_sd3
+from conftest import make_tiny_flux, make_tiny_sd3, make_tiny_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -432,20 +432,7 @@ class _StandInPipeline:
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_bundle_from_pipeline_flow(family):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=8,
-        scaling_factor=0.7,
-        shift_factor=0.2,
-    ).eval()
+    vae = make_tiny_vae(sample_size=32, scaling_factor=0.7, shift_factor=0.2)
     model = make_tiny_sd3(layers=2) if family == "sd3" else make_tiny_flux(double=1, single=1)
     pipe = _StandInPipeline(family, model, vae, 16 if family == "sd3" else 24)
     prompts = ["a photo of a cat", "a photo of a dog", "a photo of a car"]

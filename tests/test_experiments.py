@@ -12,7 +12,7 @@ from PIL import Image
 
 from bigain.experiments import Setting, job_list, paper_settings, run_sweep, select, worker_share
 from bigain.experiments.grid import check_grid, generation_folders, infer_baselines
-from conftest import make_tiny_vae
+from conftest import TinyTokenizer, make_tiny_vae
 
 
 def test_paper_grid_is_the_preregistered_one():
@@ -63,17 +63,6 @@ def test_jobs_seeds_workers_and_baselines():
     assert [x.baseline for x in hand] == [None, "tome-r0.5", None]
 
 
-class _Tokenizer:
-    model_max_length = 6
-
-    def __call__(self, prompts, padding, max_length, truncation, return_tensors):
-        ids = []
-        for p in prompts:
-            row = [sum(map(ord, w)) % 97 + 2 for w in p.split()][:max_length]
-            ids.append(row + [1] * (max_length - len(row)))
-        return {"input_ids": torch.tensor(ids)}
-
-
 def _tiny_sd_bundle(prompts):
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -92,7 +81,7 @@ def _tiny_sd_bundle(prompts):
     ).eval()  # fmt: skip
     sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     pipe = SimpleNamespace(
-        unet=unet, text_encoder=text, tokenizer=_Tokenizer(), vae=make_tiny_vae(), scheduler=sched
+        unet=unet, text_encoder=text, tokenizer=TinyTokenizer(), vae=make_tiny_vae(), scheduler=sched
     )
     return bundle_from_pipeline(pipe, prompts, name="tiny-sd")
 
