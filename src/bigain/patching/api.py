@@ -175,7 +175,7 @@ def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", *
         )
     remove(den)
     state = PatchState(cfg, info.backbone)
-    state.hooks.pre(den, state.denoiser_pre)
+    state.hooks.pre(den, state.denoiser_pre, plain=True)
     report = PatchReport(cfg.name, type(den).__name__, cfg.as_dict())
     hook_class = MECHANISM_HOOKS.get(cfg.mechanism)
     if selected:
@@ -187,7 +187,7 @@ def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", *
         state.patches.append(patch)
         tokens, reduced = _token_counts(info, block, cfg, param)
         report.blocks.append(PatchedBlock(block.index, block.name, block.level, tokens, reduced))
-    state.hooks.post(den, state.denoiser_post)
+    state.hooks.post(den, state.denoiser_post, plain=True)
     state.hooks.install()
     setattr(den, _ATTR, state)
     return report
@@ -264,7 +264,7 @@ def host_timesteps(model_or_pipeline: object, timesteps: Any) -> Iterator[None]:
     if state is None:
         yield
         return
-    old = state.host_timesteps
+    old = state.host_timesteps, state.host_off
     if isinstance(timesteps, torch.Tensor):
         if timesteps.device.type != "cpu":
             raise ValueError("bigain.host_timesteps takes host values (Python numbers or a CPU tensor)")
@@ -273,11 +273,11 @@ def host_timesteps(model_or_pipeline: object, timesteps: Any) -> Iterator[None]:
         values = (float(timesteps),)
     else:
         values = tuple(float(v) for v in timesteps)
-    state.host_timesteps = values
+    state.host_timesteps, state.host_off = values, state.config.switched_off(values)
     try:
         yield
     finally:
-        state.host_timesteps = old
+        state.host_timesteps, state.host_off = old
 
 
 def set_grid(model_or_pipeline: object, grid: tuple[int, int] | None) -> None:

@@ -71,9 +71,12 @@ class Forward:
         self.info = info
         self.grid = info.grid
         self.timesteps = info.timesteps
-        host = state.host_timesteps if state.host_timesteps is not None else info.host_timesteps
-        self.host_timesteps = host
-        self.off = state.config.switched_off(host)
+        if state.host_timesteps is not None:
+            # decided when the caller said the timesteps: inside a compiled forward this is one
+            # guarded bool (at most one more graph), not a guard on every timestep value
+            self.off = state.host_off
+        else:
+            self.off = state.config.switched_off(info.host_timesteps)
         self.cache: dict[Any, Any] = {}
 
     def table(self, batch: int, device: torch.device) -> ops.KeyedTable:
@@ -109,6 +112,7 @@ class PatchState:
         self.forward: Forward | None = None
         self.keys: torch.Tensor | None = None  # per-row keys from `bigain.sample_keys`, on the device
         self.host_timesteps: tuple[float, ...] | None = None  # from `bigain.host_timesteps`
+        self.host_off = False  # the config's switch-off decision for `host_timesteps`
         self.backbone_cache: dict[str, Any] = {}  # what the adapter learns about this model (Flux grids)
         self.seed = int(getattr(config, "seed", 0))
         self.first_block = self.last_block = 0
@@ -129,6 +133,7 @@ class PatchState:
                 new.config = cfg
             elif k != "backbone":
                 setattr(new, k, copy.deepcopy(v, memo))
+        new.hooks.rebind()  # the copy's sub-layers: bound to the copy, not to the original
         return new
 
     def generator(self, device: torch.device) -> torch.Generator:

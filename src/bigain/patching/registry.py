@@ -42,6 +42,25 @@ def _run_post(fns: list[Post], module: nn.Module, output: Any) -> Any:
     return output
 
 
+class _TorchPre:
+    """A torch forward pre-hook running bigain's pre functions (an object, not a closure, so that
+    `copy.deepcopy` of a patched model copies it with the functions it calls)."""
+
+    def __init__(self, fns: list[Pre]) -> None:
+        self.fns = fns
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return _run_pre(self.fns, module, args, kwargs)
+
+
+class _TorchPost:
+    def __init__(self, fns: list[Post]) -> None:
+        self.fns = fns
+
+    def __call__(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        return _run_post(self.fns, module, output)
+
+
 if ModelHook is not None:
 
     class _DiffusersHook(ModelHook):
@@ -65,35 +84,54 @@ class HookSet:
         self._pre: dict[nn.Module, list[Pre]] = {}
         self._post: dict[nn.Module, list[Post]] = {}
         self._order: list[nn.Module] = []
+        self._plain: list[nn.Module] = []  # modules that always get torch hooks
         self._handles: list[Any] = []
         self._registered: list[nn.Module] = []
 
-    def _track(self, module: nn.Module) -> None:
+    def _track(self, module: nn.Module, plain: bool) -> None:
         if module not in self._pre:
             self._pre[module], self._post[module] = [], []
             self._order.append(module)
+        if plain and module not in self._plain:
+            self._plain.append(module)
 
-    def pre(self, module: nn.Module, fn: Pre) -> None:
-        self._track(module)
+    def pre(self, module: nn.Module, fn: Pre, plain: bool = False) -> None:
+        """Add a pre function; `plain`: as a torch hook even where diffusers' registry exists (the
+        denoiser's own hooks: torch hooks survive `copy.deepcopy`, the registry's forward does not)."""
+        self._track(module, plain)
         self._pre[module].append(fn)
 
-    def post(self, module: nn.Module, fn: Post) -> None:
-        self._track(module)
+    def post(self, module: nn.Module, fn: Post, plain: bool = False) -> None:
+        self._track(module, plain)
         self._post[module].append(fn)
+
+    def rebind(self) -> None:
+        """Rebuild the diffusers registries of a deep copy. A registry wraps `module.forward` in a
+        closure over the module it was made for, which `copy.deepcopy` does not follow: a copy's
+        sub-layers would run the original's hooks and weights. Re-registering the copied hooks (all
+        of them, in order, diffusers' own included) on the copied modules binds them to the copy."""
+        for m in self._registered:
+            registry = m.__dict__.get("_diffusers_hook")
+            if registry is None:
+                continue
+            hooks = [(name, registry.hooks[name]) for name in registry._hook_order]
+            del m._diffusers_hook
+            m.__dict__.pop("forward", None)
+            fresh = HookRegistry.check_if_exists_or_initialize(m)
+            for name, hook in hooks:
+                fresh.register_hook(hook, name)
 
     def install(self) -> None:
         for m in self._order:
             pre, post = self._pre[m], self._post[m]
-            if USE_DIFFUSERS_REGISTRY:
+            if USE_DIFFUSERS_REGISTRY and m not in self._plain:
                 HookRegistry.check_if_exists_or_initialize(m).register_hook(_DiffusersHook(pre, post), HOOK_NAME)
                 self._registered.append(m)
                 continue
             if pre:
-                self._handles.append(
-                    m.register_forward_pre_hook(lambda mod, a, k, _f=pre: _run_pre(_f, mod, a, k), with_kwargs=True)
-                )
+                self._handles.append(m.register_forward_pre_hook(_TorchPre(pre), with_kwargs=True))
             if post:
-                self._handles.append(m.register_forward_hook(lambda mod, a, out, _f=post: _run_post(_f, mod, out)))
+                self._handles.append(m.register_forward_hook(_TorchPost(post)))
 
     def remove(self) -> None:
         for h in self._handles:
