@@ -13,8 +13,8 @@ import torch
 import bigain
 from bigain import ops
 from bigain.methods import ToMeConfig
-from bigain.patching import registry
 from bigain.ops import nearest_positions
+from bigain.patching import registry
 from bigain.patching.hooks import apply_rope
 from conftest import (
     dit_inputs,
@@ -302,7 +302,7 @@ def test_flux_grid_from_ids_in_inference_mode_and_same_token_count_other_shape()
     with torch.inference_mode():
         for h, w in ((6, 8), (8, 6), (6, 8)):
             # ids made in inference mode (no version counter)
-            fwd = _seen_forward(flux, lambda: flux(**flux_inputs(2, h=h, w=w)))
+            fwd = _seen_forward(flux, lambda h=h, w=w: flux(**flux_inputs(2, h=h, w=w)))
             assert fwd.grid == (h, w)
     bigain.remove(flux)
 

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from . import fast
-from .grid import map_to_tokens, tokens_to_map
 from .tracing import is_compiling
 
 _POSITIONS: dict[tuple[int, int, int, torch.device], torch.Tensor] = {}

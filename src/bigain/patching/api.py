@@ -133,6 +133,8 @@ def remove(model_or_pipeline: object) -> None:
     state: PatchState | None = getattr(den, _ATTR, None)
     if state is None:
         return
+    if state._rebind:  # a deep copy never called: bind its hooks to it before taking them off
+        state.hooks.rebind()
     state.hooks.remove()
     delattr(den, _ATTR)
 
@@ -175,7 +177,7 @@ def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", *
         )
     remove(den)
     state = PatchState(cfg, info.backbone)
-    state.hooks.pre(den, state.denoiser_pre, plain=True)
+    state.hooks.pre(den, state.denoiser_pre, wrap=True)
     report = PatchReport(cfg.name, type(den).__name__, cfg.as_dict())
     hook_class = MECHANISM_HOOKS.get(cfg.mechanism)
     if selected:
@@ -187,7 +189,7 @@ def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", *
         state.patches.append(patch)
         tokens, reduced = _token_counts(info, block, cfg, param)
         report.blocks.append(PatchedBlock(block.index, block.name, block.level, tokens, reduced))
-    state.hooks.post(den, state.denoiser_post, plain=True)
+    state.hooks.post(den, state.denoiser_post, wrap=True)
     state.hooks.install()
     setattr(den, _ATTR, state)
     return report

@@ -118,6 +118,7 @@ class PatchState:
         self.first_block = self.last_block = 0
         self.stream = getattr(config, "rng", None) == "generator" and config.uses_random()
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._rebind = False  # a deep copy: its sub-layers' hooks are rebound at its first forward
 
     def __deepcopy__(self, memo: dict) -> PatchState:
         """A copy of a patched model owns its random state: generators are copied, not shared."""
@@ -133,7 +134,9 @@ class PatchState:
                 new.config = cfg
             elif k != "backbone":
                 setattr(new, k, copy.deepcopy(v, memo))
-        new.hooks.rebind()  # the copy's sub-layers: bound to the copy, not to the original
+        # The copy's sub-layers still call the original's hooks through diffusers' registry closures;
+        # their copies are complete only when the whole model is, so rebind at the copy's first forward.
+        new._rebind = True
         return new
 
     def generator(self, device: torch.device) -> torch.Generator:
@@ -151,6 +154,9 @@ class PatchState:
         return self._generators[device]
 
     def denoiser_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._rebind:
+            self.hooks.rebind()
+            self._rebind = False
         info = self.backbone.read_forward(module, args, kwargs, self.backbone_cache)
         self.forward = Forward(self, info)
 

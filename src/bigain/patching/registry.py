@@ -9,6 +9,7 @@ and a post function `(module, output) -> None | output`; removal leaves the modu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,30 @@ def _run_post(fns: list[Post], module: nn.Module, output: Any) -> Any:
         if res is not None:
             output = res
     return output
+
+
+class _WrappedForward:
+    """A denoiser's forward with bigain's pre and post functions around it.
+
+    Set as the module's `forward` instance attribute, as diffusers' registry does, so that
+    `torch.compile(model)` traces the hooks and the model in one graph; but as an object rather than a
+    closure, so that `copy.deepcopy` of the model copies it bound to the copy (a closure would keep
+    calling the original). `inner`: the forward found on the instance at install (another wrapper),
+    None for the class's own.
+    """
+
+    def __init__(self, module: nn.Module, pre: list[Pre], post: list[Post], inner: Any) -> None:
+        self.module, self.pre, self.post, self.inner = module, pre, post, inner
+        bound = inner if inner is not None else module.forward
+        functools.update_wrapper(self, bound)  # signature and name of the model's own forward
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs = _run_pre(self.pre, self.module, args, kwargs)
+        if self.inner is not None:
+            out = self.inner(*args, **kwargs)
+        else:
+            out = type(self.module).forward(self.module, *args, **kwargs)
+        return _run_post(self.post, self.module, out)
 
 
 class _TorchPre:
@@ -84,25 +109,26 @@ class HookSet:
         self._pre: dict[nn.Module, list[Pre]] = {}
         self._post: dict[nn.Module, list[Post]] = {}
         self._order: list[nn.Module] = []
-        self._plain: list[nn.Module] = []  # modules that always get torch hooks
+        self._wrapped: list[nn.Module] = []  # modules whose forward bigain wraps itself (the denoiser)
+        self._wrappers: list[tuple[nn.Module, _WrappedForward]] = []
         self._handles: list[Any] = []
         self._registered: list[nn.Module] = []
 
-    def _track(self, module: nn.Module, plain: bool) -> None:
+    def _track(self, module: nn.Module, wrap: bool) -> None:
         if module not in self._pre:
             self._pre[module], self._post[module] = [], []
             self._order.append(module)
-        if plain and module not in self._plain:
-            self._plain.append(module)
+        if wrap and module not in self._wrapped:
+            self._wrapped.append(module)
 
-    def pre(self, module: nn.Module, fn: Pre, plain: bool = False) -> None:
-        """Add a pre function; `plain`: as a torch hook even where diffusers' registry exists (the
-        denoiser's own hooks: torch hooks survive `copy.deepcopy`, the registry's forward does not)."""
-        self._track(module, plain)
+    def pre(self, module: nn.Module, fn: Pre, wrap: bool = False) -> None:
+        """Add a pre function; `wrap`: install by wrapping the module's forward (`_WrappedForward`; the
+        denoiser: one graph under torch.compile, and a deep copy of the model stays bound to itself)."""
+        self._track(module, wrap)
         self._pre[module].append(fn)
 
-    def post(self, module: nn.Module, fn: Post, plain: bool = False) -> None:
-        self._track(module, plain)
+    def post(self, module: nn.Module, fn: Post, wrap: bool = False) -> None:
+        self._track(module, wrap)
         self._post[module].append(fn)
 
     def rebind(self) -> None:
@@ -124,7 +150,12 @@ class HookSet:
     def install(self) -> None:
         for m in self._order:
             pre, post = self._pre[m], self._post[m]
-            if USE_DIFFUSERS_REGISTRY and m not in self._plain:
+            if m in self._wrapped:
+                wrapper = _WrappedForward(m, pre, post, m.__dict__.get("forward"))
+                m.forward = wrapper
+                self._wrappers.append((m, wrapper))
+                continue
+            if USE_DIFFUSERS_REGISTRY:
                 HookRegistry.check_if_exists_or_initialize(m).register_hook(_DiffusersHook(pre, post), HOOK_NAME)
                 self._registered.append(m)
                 continue
@@ -134,6 +165,15 @@ class HookSet:
                 self._handles.append(m.register_forward_hook(_TorchPost(post)))
 
     def remove(self) -> None:
+        for m, wrapper in self._wrappers:
+            if m.__dict__.get("forward") is wrapper:
+                if wrapper.inner is None:
+                    del m.forward
+                else:
+                    m.forward = wrapper.inner
+            else:  # wrapped again since (another library's hook): leave it, doing nothing
+                wrapper.pre, wrapper.post = [], []
+        self._wrappers.clear()
         for h in self._handles:
             h.remove()
         self._handles.clear()
