@@ -216,3 +216,39 @@ def test_operators_per_compressed_block_against_tomesd_on_the_sd2_unet():
     for r in rows:
         if r.method != "tomesd":
             assert (r.h2d, r.d2h) == (0, 0), r
+
+
+# -- the sampler and the classifier say what they hold on the host ------------------------------
+def _record_switch_off(denoiser):
+    """The switch-off decision of every forward, as the first patched block saw it."""
+    seen = []
+    state = denoiser._bigain_patch
+    block = state.patches[0].block.module
+    handle = block.register_forward_pre_hook(lambda m, a: seen.append(state.forward.off))
+    return seen, handle
+
+
+def test_the_sampler_switches_kv_methods_off_at_its_last_step_t0():
+    from bigain.classify.testing import tiny_dit_bundle
+    from bigain.generate import SamplerConfig, sample
+
+    bundle = tiny_dit_bundle(size=16, layers=2)
+    bigain.apply(bundle.denoiser, "todo", blocks="all")
+    seen, handle = _record_switch_off(bundle.denoiser)
+    sample(bundle, [1, 2], SamplerConfig("ddim", steps=4, guidance=1.0), progress=False)  # DDIM ends at t = 0
+    handle.remove()
+    assert seen == [False, False, False, True]
+
+
+def test_the_classifier_tells_the_patch_its_host_timesteps():
+    from bigain.classify.engine import _host_timesteps_context
+    from bigain.classify.testing import tiny_dit_bundle
+
+    bundle = tiny_dit_bundle(size=16, layers=2)
+    bigain.apply(bundle.denoiser, "bigain-td", blocks="all")
+    state = bundle.denoiser._bigain_patch
+    with _host_timesteps_context(bundle, torch.tensor([0, 0])):
+        assert state.host_timesteps == (0.0, 0.0) and state.host_off
+    with _host_timesteps_context(bundle, torch.tensor([0, 125])):
+        assert not state.host_off
+    assert state.host_timesteps is None
