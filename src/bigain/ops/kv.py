@@ -14,7 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from . import fast
-from .grid import Grid, check_tokens, frames_as_batch, map_to_tokens, tokens_to_map, tokens_to_volume, volume_to_tokens
+from .grid import (
+    Grid,
+    check_tokens,
+    frames_as_batch,
+    map_to_tokens,
+    tokens_to_map,
+    tokens_to_volume,
+    volume_to_tokens,
+)
 
 
 def nearest_exact(x: torch.Tensor, factor: int, frame_factor: int = 1) -> torch.Tensor:
@@ -43,7 +51,9 @@ def average(x: torch.Tensor, factor: int, frame_factor: int = 1) -> torch.Tensor
 
 def _check_image_map(x: torch.Tensor, frame_factor: int) -> None:
     if frame_factor != 1:
-        raise ValueError(f"frame_factor {frame_factor} needs a video map (B, C, T, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"frame_factor {frame_factor} needs a video map (B, C, T, H, W), got shape {tuple(x.shape)}"
+        )
 
 
 def blend_downsample(

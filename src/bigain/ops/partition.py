@@ -175,6 +175,8 @@ def score_choice(
     return choice.view(score.shape[0], hsy, wsx)
 
 
-def partition(choice: torch.Tensor, height: int, width: int, sx: int, sy: int) -> tuple[torch.Tensor, torch.Tensor]:
+def partition(
+    choice: torch.Tensor, height: int, width: int, sx: int, sy: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`partition_windows` on an image, for choices (B, hsy, wsx)."""
     return partition_windows(choice.unsqueeze(1), Grid.image(height, width), (1, sy, sx))
