@@ -14,7 +14,8 @@ import bigain
 from bigain import ops
 from bigain.methods import ToMeConfig
 from bigain.patching import registry
-from bigain.patching.hooks import _kv_positions, apply_rope
+from bigain.ops import nearest_positions
+from bigain.patching.hooks import apply_rope
 from conftest import (
     dit_inputs,
     flux_inputs,
@@ -184,7 +185,7 @@ def test_apply_rope_matches_diffusers():
 
 def test_kv_positions_are_the_nearest_exact_samples():
     # 4 x 6 grid, factor 2: rows 1 and 3, columns 1, 3, 5 (the bottom-right of each 2x2 window).
-    assert _kv_positions(4, 6, 2, torch.device("cpu")).tolist() == [7, 9, 11, 19, 21, 23]
+    assert nearest_positions(4, 6, 2, torch.device("cpu")).tolist() == [7, 9, 11, 19, 21, 23]
     x = torch.arange(24.0).view(1, 24, 1)
     assert ops.downsample_tokens(x, 4, 6, 2, 1.0).flatten().tolist() == [7.0, 9.0, 11.0, 19.0, 21.0, 23.0]
 
@@ -215,12 +216,25 @@ def test_flux_rotary_positions_follow_reordered_tokens():
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
 
 
+def _seen_forward(model, call):
+    """The patch's per-forward record as the first block saw it (it is dropped when the forward ends)."""
+    seen = []
+    first = model.transformer_blocks[0]
+    handle = first.register_forward_pre_hook(lambda m, a: seen.append(model._bigain_patch.forward))
+    try:
+        call()
+    finally:
+        handle.remove()
+    assert model._bigain_patch.forward is None  # cleared by the denoiser's post-hook
+    return seen[0]
+
+
 def test_flux_reads_sigmas_as_timesteps_on_the_1000_scale():
     flux = make_tiny_flux()
     bigain.apply(flux, "todo")
     with torch.no_grad():
-        flux(**flux_inputs(2, sigma=(0.5, 0.25)))
-    assert flux._bigain_patch.forward.timesteps.tolist() == [500.0, 250.0]
+        fwd = _seen_forward(flux, lambda: flux(**flux_inputs(2, sigma=(0.5, 0.25))))
+    assert fwd.timesteps.tolist() == [500.0, 250.0]
     bigain.remove(flux)
 
 
@@ -287,8 +301,9 @@ def test_flux_grid_from_ids_in_inference_mode_and_same_token_count_other_shape()
     bigain.apply(flux, "tome")
     with torch.inference_mode():
         for h, w in ((6, 8), (8, 6), (6, 8)):
-            flux(**flux_inputs(2, h=h, w=w))  # ids made in inference mode (no version counter)
-            assert flux._bigain_patch.forward.grid == (h, w)
+            # ids made in inference mode (no version counter)
+            fwd = _seen_forward(flux, lambda: flux(**flux_inputs(2, h=h, w=w)))
+            assert fwd.grid == (h, w)
     bigain.remove(flux)
 
 

@@ -331,6 +331,10 @@ def test_one_frame_is_the_image_partition_bit_for_bit(hw, sxy):
                 dst, src = ops.partition_windows(got_c, g, window)
                 assert torch.equal(dst, ref_dst) and torch.equal(src, ref_src)
     keys = torch.tensor([3, 99, 2**40])
+    table = ops.KeyedTable.for_keys(keys, 5, 2, 4)
+    tc = table.window_choice(3, h, w, sx, sy)
+    assert torch.equal(table.windows(3, g, window).view_as(tc), tc)
+    assert torch.equal(tc, ops.keyed_choice(keys, ops.block_salt(5, 3), h, w, sx, sy))
     kc = ops.keyed_choice(keys, 7, h, w, sx, sy)
     assert torch.equal(ops.keyed_windows(keys, 7, g, window).view_as(kc), kc)
     hsy, wsx = h // sy, w // sx
@@ -348,6 +352,10 @@ def test_random_and_keyed_windows_on_video():
         8, (2, 3, 2, 1), generator=torch.Generator().manual_seed(1)
     )  # one stream, ToMe's shape
     assert torch.equal(got, draw.view(1, 2, 3, 2))
+    table = ops.KeyedTable.for_timesteps(torch.tensor([999.0, 500.0]), 0, 0, 3)
+    tw = table.windows(2, g, window)
+    assert tw.shape == (2, 2, 3, 2) and int(tw.min()) >= 0 and int(tw.max()) < 8
+    assert torch.equal(tw.flatten(1), table.bits(12)[:, 2, :12] % 8)
     keys = torch.tensor([5, 6, 7])
     k = ops.keyed_windows(keys, 3, g, window)
     assert k.shape == (3, 2, 3, 2) and int(k.min()) >= 0 and int(k.max()) < 8
@@ -467,15 +475,15 @@ def test_downsample_matches_loops(grid, s, ft):
         got = ops.downsample(x, grid, s, alpha, frame_factor=ft)
         assert got.shape == (2, out_grid.tokens, 3)
         torch.testing.assert_close(got.double(), ref_downsample(x, grid, s, ft, alpha), rtol=1e-5, atol=1e-6)
-    # nearest-exact copies tokens: exactly, and from the positions `nearest_positions` names
+    # nearest-exact copies tokens: exactly, and from the positions `downsample_positions` names
     near = ops.downsample(x, grid, s, 1.0, frame_factor=ft)
     assert torch.equal(near.double(), ref_downsample(x, grid, s, ft, 1.0).to(torch.float64))
-    assert torch.equal(near, x[:, ops.nearest_positions(grid, s, ft)])
+    assert torch.equal(near, x[:, ops.downsample_positions(grid, s, ft)])
 
 
 def test_nearest_is_offset_floor_half_on_divisible_grids():
     g = Grid(6, 6, 8)
-    ids = ops.nearest_positions(g, 2, 3).view(2, 3, 4)
+    ids = ops.downsample_positions(g, 2, 3).view(2, 3, 4)
     expect = [
         [[flat(g, 3 * t + 1, 2 * i + 1, 2 * j + 1) for j in range(4)] for i in range(3)] for t in range(2)
     ]
@@ -506,9 +514,14 @@ def test_frame_factor_one_is_the_image_operator_per_frame():
     x = torch.randn(2, g.tokens, 4, generator=torch.Generator().manual_seed(9))
     alpha = torch.tensor([0.3, 1.6], dtype=torch.float64)
     got = ops.downsample(x, g, 2, alpha).view(2, 3, 6, 4)
+    with_weights = ops.downsample(x, g, 2, alpha, weights=ops.blend_weights(alpha, x.dtype)).view(2, 3, 6, 4)
     for t in range(3):
         frame = x[:, t * 30 : (t + 1) * 30]
-        assert torch.equal(got[:, t], legacy_downsample_tokens(frame, 6, 5, 2, alpha))
+        ref = legacy_downsample_tokens(frame, 6, 5, 2, alpha)
+        assert torch.equal(got[:, t], ref) and torch.equal(with_weights[:, t], ref)
+    # the positions of the image form, frame by frame
+    pos = ops.downsample_positions(g, 2)
+    assert torch.equal(pos.view(3, -1), ops.nearest_positions(6, 5, 2, "cpu") + 30 * torch.arange(3)[:, None])
 
 
 def test_video_maps_and_errors():

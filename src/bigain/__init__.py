@@ -12,7 +12,17 @@ from .methods import (
     list_methods,
     make_config,
 )
-from .patching import PatchReport, apply, compressed, inspect_model, is_patched, remove, sample_keys
+from .patching import (
+    PatchReport,
+    apply,
+    compressed,
+    host_timesteps,
+    inspect_model,
+    is_patched,
+    remove,
+    sample_keys,
+    set_grid,
+)
 
 __version__ = "0.1.0"
 
@@ -27,10 +37,12 @@ __all__ = [
     "ToMeConfig",
     "apply",
     "compressed",
+    "host_timesteps",
     "inspect_model",
     "is_patched",
     "list_methods",
     "make_config",
     "remove",
     "sample_keys",
+    "set_grid",
 ]

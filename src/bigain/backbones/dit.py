@@ -27,6 +27,6 @@ class DiTBackbone(Backbone):
     def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
         return tuple(i for i in PAPER_DIT_BLOCKS if i < len(blocks))
 
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         pos = 1 if type(model).__name__.startswith("DiT") else 2  # PixArt: (x, encoder_hidden_states, timestep)
         return patch_grid_forward(model, args, kwargs, pos)

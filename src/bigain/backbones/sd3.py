@@ -34,5 +34,5 @@ class SD3Backbone(Backbone):
     def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
         return relative_placement(len(blocks))
 
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         return patch_grid_forward(model, args, kwargs, 3)  # (x, encoder_hidden_states, pooled, timestep)

@@ -59,7 +59,7 @@ class UNetBackbone(Backbone):
     def default_level(self, blocks: list[Block]) -> int:
         return min((b.level for b in blocks), default=1)
 
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         x = args[0] if args else kwargs.get("sample")
         if x is None or x.dim() != 4:
             raise ValueError("bigain: the U-Net input `sample` must be a (B, C, H, W) latent")

@@ -3,9 +3,10 @@
 Tokens lie on a `Grid` (frames, height, width; an image is one frame), flattened frame-major then
 row-major. The grid operators take a Grid and, for destinations, a window (st, sy, sx):
 `random_windows`, `fixed_windows`, `keyed_windows`, `score_windows`, `partition_windows`,
-`frequency_score`, `downsample`, `prune_plan`, `nearest_positions`. The image forms taking (H, W)
-and (sx, sy) (`random_choice`, `partition`, `laplacian_score`, `downsample_tokens`,
-`similarity_prune_plan`, ...) are the same operators on one frame, bit for bit.
+`frequency_score`, `downsample`, `downsample_positions`, `prune_plan`, `KeyedTable.windows`. The image
+forms taking (H, W) and (sx, sy) (`random_choice`, `partition`, `laplacian_score`, `downsample_tokens`,
+`nearest_positions`, `similarity_prune_plan`, `KeyedTable.window_choice`, ...) are the same operators
+on one frame, bit for bit.
 """
 
 from .grid import (
@@ -20,9 +21,18 @@ from .grid import (
     tokens_to_volume,
     volume_to_tokens,
 )
-from .keyed import keyed_normal, keyed_randint
-from .kv import average, blend_downsample, downsample, downsample_tokens, nearest_exact, nearest_positions
-from .laplacian import frequency_score, laplacian_score
+from .keyed import KeyedTable, block_salt, keyed_normal, keyed_randint, seed_salt, timestep_keys
+from .kv import (
+    average,
+    blend_downsample,
+    blend_weights,
+    downsample,
+    downsample_positions,
+    downsample_tokens,
+    nearest_exact,
+    nearest_positions,
+)
+from .laplacian import frequency_score, laplacian_kernel, laplacian_score
 from .partition import (
     DEFAULT_WINDOW,
     fixed_choice,
@@ -42,14 +52,18 @@ from .tracing import is_compiling
 __all__ = [
     "DEFAULT_WINDOW",
     "Grid",
+    "KeyedTable",
     "MergePlan",
     "PrunePlan",
     "as_window",
     "average",
     "bipartite_merge_plan",
     "blend_downsample",
+    "blend_weights",
+    "block_salt",
     "check_tokens",
     "downsample",
+    "downsample_positions",
     "downsample_tokens",
     "fixed_choice",
     "fixed_windows",
@@ -61,6 +75,7 @@ __all__ = [
     "keyed_normal",
     "keyed_randint",
     "keyed_windows",
+    "laplacian_kernel",
     "laplacian_score",
     "level_grid",
     "map_to_tokens",
@@ -73,7 +88,9 @@ __all__ = [
     "random_windows",
     "score_choice",
     "score_windows",
+    "seed_salt",
     "similarity_prune_plan",
+    "timestep_keys",
     "tokens_to_map",
     "tokens_to_volume",
     "volume_to_tokens",

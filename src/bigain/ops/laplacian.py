@@ -6,6 +6,24 @@ import torch
 import torch.nn.functional as F
 
 from .grid import Grid, check_tokens, frames_as_batch, tokens_to_map
+from .tracing import is_compiling
+
+_KERNELS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def laplacian_kernel(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The 3x3 four-neighbour stencil, built by fills on the device (no host data is copied) and
+    cached per (device, dtype) outside torch.compile (where it is a constant of the graph)."""
+    key = (torch.device(device), dtype)
+    k = None if is_compiling() else _KERNELS.get(key)
+    if k is None:
+        k = torch.zeros(3, 3, device=device, dtype=dtype)
+        k[1, :] = 1.0
+        k[:, 1] = 1.0
+        k[1, 1] = -4.0
+        if not is_compiling():
+            _KERNELS[key] = k
+    return k
 
 
 def laplacian_score(metric: torch.Tensor, height: int, width: int, norm: str = "l1") -> torch.Tensor:
@@ -59,8 +77,7 @@ def _check_norm(norm: str) -> None:
 def _laplacian_2d(x: torch.Tensor) -> torch.Tensor:
     """Depthwise 4-neighbour Laplacian of (B, C, H, W) float32 maps, zero padding 1."""
     c = x.shape[1]
-    kernel = x.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-    return F.conv2d(x, kernel.expand(c, 1, 3, 3), padding=1, groups=c)
+    return F.conv2d(x, laplacian_kernel(x.device, x.dtype).expand(c, 1, 3, 3), padding=1, groups=c)
 
 
 def _reduce_channels(lap: torch.Tensor, norm: str, dim: int = 1) -> torch.Tensor:

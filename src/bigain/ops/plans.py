@@ -46,6 +46,8 @@ class MergePlan:
     order: torch.Tensor | None = field(default=None, repr=False)
     # Fast-path bookkeeping for the one-pass merge (`fast.kernels().merge_segments`), made with the plan on CUDA.
     segments: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
+    # (B, r) row of the reduced sequence each merged source goes into (target + number kept).
+    slot: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in ("mean", "prune"):
@@ -54,7 +56,9 @@ class MergePlan:
             b = self.inverse.shape[0]
             parts = [self.kept_idx, self.dst_idx.expand(b, -1), self.merged_idx]
             self.order = torch.cat(parts, dim=1)
-        self._slot = (self.target + self.kept_idx.shape[1]).unsqueeze(-1)  # (B, r, 1) rows merged into
+        if self.slot is None:
+            self.slot = self.target + self.kept_idx.shape[1]
+        self._slot = self.slot.unsqueeze(-1)  # (B, r, 1) rows merged into
 
     @property
     def num_removed(self) -> int:
@@ -112,8 +116,9 @@ def _without_autocast(device: torch.device) -> contextlib.AbstractContextManager
 def _positions(
     b: int, n: int, device: torch.device, parts: list[tuple[torch.Tensor, torch.Tensor]]
 ) -> torch.Tensor:
-    """Build `inverse`: scatter each (flat ids, positions) part into a (B, N) map."""
-    inverse = torch.zeros(b, n, dtype=torch.int64, device=device)
+    """Build `inverse`: scatter each (flat ids, positions) part into a (B, N) map. The parts' ids
+    cover every token (kept, destinations, removed), so the map starts uninitialised."""
+    inverse = torch.empty(b, n, dtype=torch.int64, device=device)
     for ids, pos in parts:
         inverse.scatter_(1, ids, pos.expand_as(ids))
     return inverse
@@ -152,11 +157,12 @@ def bipartite_merge_plan(
         n_kept, nd = kept_idx.shape[1], dst_idx.shape[1]
         order = torch.cat([kept_idx, dst_idx, merged_idx], dim=1)
         ar = torch.arange(n_kept + nd, device=metric.device, dtype=torch.int64).expand(b, -1)
-        inverse = _positions(b, n, metric.device, [(order, torch.cat([ar, target + n_kept], dim=1))])
+        slot = target + n_kept
+        inverse = _positions(b, n, metric.device, [(order[:, : n_kept + nd], ar), (merged_idx, slot)])
         segments = None
         if use_fast and mode == "mean" and r > 0:
             segments = fast.kernels().merge_segments(kept_idx, dst_idx, merged_idx, target)
-    return MergePlan(kept_idx, merged_idx, dst_idx, target, inverse, mode, order, segments)
+    return MergePlan(kept_idx, merged_idx, dst_idx, target, inverse, mode, order, segments, slot)
 
 
 def similarity_prune_plan(
