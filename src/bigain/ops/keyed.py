@@ -18,10 +18,11 @@ the same residue mod 2**32 (only the low 32 bits are kept), so the values are un
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
+from .grid import Grid, as_window
 from .tracing import is_compiling
 
 _MASK32 = 0xFFFFFFFF
@@ -190,11 +191,17 @@ class KeyedTable:
             self._bits = self._bits_fn(count)
         return self._bits
 
+    def windows(self, index: int, grid: Grid, window: Iterable[int]) -> torch.Tensor:
+        """(B, T//st, H//sy, W//sx) destination indices in [0, st*sy*sx) (see `ops.partition_windows`)."""
+        st, sy, sx = as_window(window)
+        counts = (grid.frames // st, grid.height // sy, grid.width // sx)
+        n = counts[0] * counts[1] * counts[2]
+        return (self.bits(n)[:, index - self.first, :n] % (st * sy * sx)).view(-1, *counts)
+
     def window_choice(self, index: int, height: int, width: int, sx: int, sy: int) -> torch.Tensor:
-        """(B, H//sy, W//sx) destination indices in [0, sx*sy)."""
+        """(B, H//sy, W//sx) destination indices in [0, sx*sy): `windows` on an image."""
         hsy, wsx = height // sy, width // sx
-        n = hsy * wsx
-        return (self.bits(n)[:, index - self.first, :n] % (sy * sx)).view(-1, hsy, wsx)
+        return self.windows(index, Grid.image(height, width), (1, sy, sx)).view(-1, hsy, wsx)
 
     def normal(self, index: int, count: int) -> torch.Tensor:
         """(B, count) standard normals."""
