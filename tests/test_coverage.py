@@ -139,3 +139,11 @@ def test_an_adapter_can_refuse_a_mechanism_and_the_table_says_so(refusing_dit):
         line for line in coverage.render(ROOT).splitlines() if line.startswith("| `DiTTransformer2DModel`")
     )
     assert "yes (`test-linear`)" in row and "refuses todo (its linear attention" in row
+
+
+def test_placement_falls_back_to_the_adapters_docstring(monkeypatch):
+    monkeypatch.setattr(DiTBackbone, "placement", "")
+    assert coverage.placement_of(DiTBackbone()) == (
+        "the paper's DiT-XL/2 blocks 1-5 and 7-11 (0-based), taken literally on every DiT/PixArt "
+        "(on a model with fewer blocks, the indices that exist)"
+    )
