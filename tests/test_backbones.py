@@ -1,6 +1,6 @@
-"""Every backbone adapter on a tiny random model: every method changes the output at its defaults,
-removal is bit-exact, text tokens stay untouched, rotary positions follow merged tokens, and
-bigain stacks with diffusers' First Block Cache."""
+"""Backbone adapters on tiny random models: placements, text tokens stay untouched, rotary positions
+follow merged tokens, and bigain stacks with diffusers' First Block Cache. (Every method on every tiny
+model, at its defaults and removed exactly: tests/test_coverage.py.)"""
 
 from __future__ import annotations
 
@@ -17,69 +17,23 @@ from bigain.ops import nearest_positions
 from bigain.patching import registry
 from bigain.patching.hooks import apply_rope
 from conftest import (
-    dit_inputs,
     flux_inputs,
     make_tiny_dit,
     make_tiny_flux,
-    make_tiny_pixart,
     make_tiny_sd3,
     make_tiny_sdxl_unet,
-    make_tiny_unet,
     sd3_inputs,
-    unet_inputs,
 )
+from tiny_models import by_name
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 
 
-def _pixart_call(model):
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 4, 16, 16, generator=g)
-    enc = torch.randn(2, 6, 24, generator=g)
-    t = torch.tensor([700, 30])
-    return lambda: model(x, encoder_hidden_states=enc, timestep=t, added_cond_kwargs={"resolution": None,
-                                                                                       "aspect_ratio": None}).sample
-
-
 def _case(name: str):
-    """(model, zero-argument forward returning the output tensor)."""
-    if name in ("unet", "sdxl"):
-        m = make_tiny_unet() if name == "unet" else make_tiny_sdxl_unet()
-        inputs = unet_inputs(2)
-        return m, lambda: m(*inputs).sample
-    if name == "dit":
-        m = make_tiny_dit(layers=4)
-        inputs = dit_inputs(2)
-        return m, lambda: m(*inputs).sample
-    if name == "pixart":
-        m = make_tiny_pixart()
-        return m, _pixart_call(m)
-    if name in ("sd3", "sd3.5"):
-        m = make_tiny_sd3(dual=name == "sd3.5")
-        kw = sd3_inputs(2)
-        return m, lambda: m(**kw)[0]
-    m = make_tiny_flux()
-    kw = flux_inputs(2)
-    return m, lambda: m(**kw)[0]
-
-
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux"]
-
-
-@pytest.mark.parametrize("backbone", BACKBONES)
-@pytest.mark.parametrize("method", METHODS)
-def test_every_method_changes_output_at_defaults_and_removes_exactly(backbone, method):
-    model, call = _case(backbone)
-    with torch.no_grad():
-        base = call()
-        report = bigain.apply(model, method)
-        assert report.num_blocks > 0
-        out = call()
-        bigain.remove(model)
-        after = call()
-    assert out.shape == base.shape and torch.isfinite(out).all()
-    assert not torch.allclose(out, base, atol=1e-6), f"{method} on {backbone} changed nothing"
-    assert torch.equal(after, base)
+    """(model, zero-argument forward returning the output tensor) of a tiny config in tests/tiny_models.py."""
+    entry = by_name(name)
+    model = entry.build()
+    return model, lambda: entry.forward(model)
 
 
 def test_removal_leaves_no_hook_state():

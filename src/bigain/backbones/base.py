@@ -109,6 +109,14 @@ class Backbone:
     classes: ClassVar[tuple[str, ...]] = ()  # diffusers class names this adapter takes
     default_metric: ClassVar[str] = "attn"  # the merge metric: "block" input or "attn" input
     patch_size_attr: ClassVar[str] = "patch_size"
+    placement: ClassVar[str] = ""  # the default placement in words (docs/coverage.md)
+    # Methods this family does not take, by method name or mechanism ("tokens", "kv"), with the
+    # reason `apply` gives; every method is taken by default.
+    refuses: ClassVar[dict[str, str]] = {}
+
+    def refusal(self, method: str, mechanism: str) -> str | None:
+        """Why this family refuses a method (by its name or its mechanism), or None."""
+        return self.refuses.get(method) or self.refuses.get(mechanism)
 
     def matches(self, model: nn.Module) -> bool:
         return type(model).__name__ in self.classes

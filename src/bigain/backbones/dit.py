@@ -18,6 +18,7 @@ class DiTBackbone(Backbone):
     name = "dit"
     classes = ("DiTTransformer2DModel", "PixArtTransformer2DModel")
     default_metric = "attn"
+    placement = "blocks 1-5 and 7-11 (0-based), the paper's DiT-XL/2 placement taken literally"
 
     def blocks(self, model: nn.Module) -> list[Block]:
         return [

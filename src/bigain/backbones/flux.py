@@ -26,6 +26,7 @@ class FluxBackbone(Backbone):
     name = "flux"
     classes = ("FluxTransformer2DModel",)
     default_metric = "attn"
+    placement = "the DiT-XL/2 placement mapped by relative depth over the double- then single-stream blocks"
     rope_kwarg = "image_rotary_emb"
 
     def blocks(self, model: nn.Module) -> list[Block]:

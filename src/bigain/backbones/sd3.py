@@ -21,6 +21,9 @@ class SD3Backbone(Backbone):
     name = "sd3"
     classes = ("SD3Transformer2DModel",)
     default_metric = "attn"
+    placement = (
+        "the DiT-XL/2 placement mapped by relative depth (blocks 1-10 of SD3-medium's 24); image stream only"
+    )
 
     def blocks(self, model: nn.Module) -> list[Block]:
         out = []

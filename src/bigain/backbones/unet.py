@@ -29,6 +29,10 @@ class UNetBackbone(Backbone):
     name = "unet"
     classes = ("UNet2DConditionModel",)
     default_metric = "block"
+    placement = (
+        "the self-attention of every block at the highest-resolution level that has attention "
+        "(level 1 on SD 1.x/2.x, level 2 on SDXL)"
+    )
 
     def matches(self, model: nn.Module) -> bool:
         return super().matches(model) or (hasattr(model, "down_blocks") and hasattr(model, "up_blocks"))

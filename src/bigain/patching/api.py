@@ -165,6 +165,9 @@ def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", *
     cfg = make_config(method, **options)
     info = inspect_model(model_or_pipeline)
     den = info.denoiser
+    why = info.backbone.refusal(cfg.name, cfg.mechanism)
+    if why:
+        raise ValueError(f"bigain: {cfg.name} does not apply to {type(den).__name__}: {why}")
     selected = select_blocks(info, cfg)
     if cfg.mechanism != "none" and not selected:
         _empty(info, cfg)
