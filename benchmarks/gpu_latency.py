@@ -95,7 +95,9 @@ CASES = (
     Case("sd3-1024-b2", "sd3-medium", 1024, 2),
     Case("flux-1024-b1", "flux-dev", 1024, 1, "bf16"),
     Case("wan1.3b-480p-b1", "wan2.1-1.3b", 480, 1, "bf16", video=(81, 480, 832)),
-    Case("wan14b-720p-4blocks-b1", "wan2.1-14b", 720, 1, "bf16", video=(81, 720, 1280), layers=4, blocks="all"),
+    Case(
+        "wan14b-720p-4blocks-b1", "wan2.1-14b", 720, 1, "bf16", video=(81, 720, 1280), layers=4, blocks="all"
+    ),
 )
 CASE_BY_ID = {c.id: c for c in CASES}
 
@@ -278,7 +280,9 @@ def case_inputs(case: Case, args: argparse.Namespace, device: torch.device) -> d
     pixels, batch = effective_size(case, args)
     dtype = DTYPES[case_dtype(case, args)]
     if case.video:
-        return video_inputs(case.model, *video_size(case, args), batch, dtype=dtype, device=device, tiny=args.smoke)
+        return video_inputs(
+            case.model, *video_size(case, args), batch, dtype=dtype, device=device, tiny=args.smoke
+        )
     return example_inputs(case.model, pixels, batch, dtype=dtype, device=device, tiny=args.smoke)
 
 
@@ -344,7 +348,9 @@ def run_eager_case(case: Case, args: argparse.Namespace, device: torch.device) -
     rec = case_header(case, args, device, "eager")
     model, rec["build_s"] = build(case, args, device)
     inputs = case_inputs(case, args, device)
-    settings = selected(settings_for(model, not args.no_broader, not args.no_reference_ops, case.blocks), args)
+    settings = selected(
+        settings_for(model, not args.no_broader, not args.no_reference_ops, case.blocks), args
+    )
     adapter = supported(model)
     if adapter:
         info = inspect_model(model)
@@ -864,11 +870,19 @@ def render(data: dict[str, Any]) -> str:
         for _, r in eager:
             if r.get("video"):
                 f, h, w = r["video"]
-                stack = f"a stack of its first {r['layers']} blocks at full width" if r.get("layers") else "the whole model"
+                stack = (
+                    f"a stack of its first {r['layers']} blocks at full width"
+                    if r.get("layers")
+                    else "the whole model"
+                )
                 where = "every block" if r.get("placement") == "all" else "the default placement"
                 lines.append(
                     f"- {r['id']}: {r['model']} on {f} frames of {h} × {w} px, {stack}; all settings at {where}"
-                    + ("" if r.get("backbone") else "; bigain's methods do not support it yet (only none and the bounds run)")
+                    + (
+                        ""
+                        if r.get("backbone")
+                        else "; bigain's methods do not support it yet (only none and the bounds run)"
+                    )
                     + "."
                 )
         if any(r.get("video") for _, r in eager):

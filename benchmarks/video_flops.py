@@ -288,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(VIDEO_MODELS), choices=VIDEO_MODELS)
     p.add_argument("--tiny", action="store_true", help="tiny configs at a tiny size (smoke run)")
     p.add_argument("--no-hooks", action="store_true", help="skip counting with the real hooks")
-    p.add_argument("--out", default=None, help="results path without suffix (default benchmarks/results/video-flops)")
+    p.add_argument(
+        "--out", default=None, help="results path without suffix (default benchmarks/results/video-flops)"
+    )
     args = p.parse_args(argv)
     try:
         from diffusers.utils import logging as dlog

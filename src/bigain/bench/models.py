@@ -402,7 +402,9 @@ VIDEO_SPECS: dict[str, ModelSpec] = {
     "hunyuan-video": _video(
         "hunyuan-video", "hunyuan", "HunyuanVideoTransformer3DModel", HUNYUAN_VIDEO, 256, 4096, (4, 8), 768
     ),
-    "cogvideox-5b": _video("cogvideox-5b", "cogvideox", "CogVideoXTransformer3DModel", COGVIDEOX_5B, 226, 4096, (4, 8)),
+    "cogvideox-5b": _video(
+        "cogvideox-5b", "cogvideox", "CogVideoXTransformer3DModel", COGVIDEOX_5B, 226, 4096, (4, 8)
+    ),
     "ltx-video": _video("ltx-video", "ltx", "LTXVideoTransformer3DModel", LTX_VIDEO, 128, 4096, (8, 32)),
 }
 TINY_VIDEO_SPECS: dict[str, ModelSpec] = {
@@ -435,7 +437,9 @@ def model_spec(name: str, tiny: bool = False) -> ModelSpec:
     return specs[name]
 
 
-def video_grid(name: str, frames: int, height: int, width: int, *, tiny: bool = False) -> dict[str, tuple[int, ...]]:
+def video_grid(
+    name: str, frames: int, height: int, width: int, *, tiny: bool = False
+) -> dict[str, tuple[int, ...]]:
     """The latent (frames, height, width) of a video of `frames` x `height` x `width` pixels and its
     token grid (latent over the patch size): e.g. Wan at 81 x 480 x 832 -> latent (21, 60, 104),
     tokens (21, 30, 52) = 32,760."""
@@ -491,7 +495,9 @@ def build_model(
     config = dict(spec.config)
     if layers is not None:
         if layers < 1 or "num_layers" not in config:
-            raise ValueError(f"layers={layers!r}: needs a positive number of blocks and a model with num_layers")
+            raise ValueError(
+                f"layers={layers!r}: needs a positive number of blocks and a model with num_layers"
+            )
         config["num_layers"] = layers
     if spec.sized and pixels is not None:
         config["sample_size"] = latent_size(name, pixels)

@@ -65,7 +65,9 @@ def video_blocks(model: nn.Module) -> list[Block]:
             out: list[Block] = []
             for attr in lay.lists:
                 for i, b in enumerate(getattr(model, attr)):
-                    out.append(Block(len(out), f"{attr}.{i}", b, 1, {"attn": getattr(b, lay.attn)}, joint=lay.joint))
+                    out.append(
+                        Block(len(out), f"{attr}.{i}", b, 1, {"attn": getattr(b, lay.attn)}, joint=lay.joint)
+                    )
             return out
     known = ", ".join(c for lay in LAYOUTS for c in lay.classes)
     raise TypeError(f"no video layout for {name}; known: {known}")
