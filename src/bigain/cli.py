@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -137,8 +138,12 @@ def _generate(argv: Sequence[str]) -> int:
         help="samples (default: 100 images, labels cycling over the classes; one video per prompt)",
     )
     p.add_argument("--steps", type=positive_int, default=50)
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default 4.0; video: the pipeline's)")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (videos) or its own keyed noise")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="CFG scale (default 4.0; video: the pipeline's)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="sample i uses seed + i (videos) or its own keyed noise"
+    )
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true")
@@ -151,10 +156,14 @@ def _generate(argv: Sequence[str]) -> int:
     vid.add_argument("--prompt", action="append", default=[], help="text prompt (repeatable; prompts cycle)")
     vid.add_argument("--prompts", default=None, help="text file with one prompt per line")
     vid.add_argument("--negative-prompt", default=None)
-    vid.add_argument("--frames", type=positive_int, default=None, help="frames per video (default: the pipeline's)")
+    vid.add_argument(
+        "--frames", type=positive_int, default=None, help="frames per video (default: the pipeline's)"
+    )
     vid.add_argument("--height", type=positive_int, default=None, help="pixels (default: the pipeline's)")
     vid.add_argument("--width", type=positive_int, default=None, help="pixels (default: the pipeline's)")
-    vid.add_argument("--fps", type=positive_int, default=None, help="frame rate of the MP4 files (default 16)")
+    vid.add_argument(
+        "--fps", type=positive_int, default=None, help="frame rate of the MP4 files (default 16)"
+    )
     a = p.parse_args(argv)
     from . import runs
 
@@ -175,7 +184,9 @@ def _generate(argv: Sequence[str]) -> int:
     if video:
         wrong = flags(CLASS_ONLY)
         if wrong:
-            raise UsageError(f"{', '.join(wrong)}: options of class-conditional models, not of {pipeline_class}")
+            raise UsageError(
+                f"{', '.join(wrong)}: options of class-conditional models, not of {pipeline_class}"
+            )
         return _generate_video(a, opts, pipeline_class)
     wrong = flags(VIDEO_ONLY)
     if wrong:
@@ -201,6 +212,27 @@ def _generate(argv: Sequence[str]) -> int:
     generate_run(bundle, a.out, labels, a.method, opts, cfg, progress=not a.no_progress)
     print(f"wrote {len(labels)} images, manifest.jsonl and grid.png to {a.out}")
     return 0
+
+
+@contextlib.contextmanager
+def _loading_bars(show: bool):
+    """diffusers' and transformers' loading bars, off for the block unless `show`."""
+    from diffusers.utils import logging as dlog
+
+    try:
+        from transformers.utils import logging as tlog
+    except ImportError:
+        tlog = None
+    libs = [lib for lib in (dlog, tlog) if lib is not None]
+    was = [lib.is_progress_bar_enabled() for lib in libs]
+    if not show:
+        for lib in libs:
+            lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, on in zip(libs, was):
+            (lib.enable_progress_bar if on else lib.disable_progress_bar)()
 
 
 def _generate_video(a: argparse.Namespace, opts: dict, pipeline_class: str) -> int:
@@ -234,9 +266,9 @@ def _generate_video(a: argparse.Namespace, opts: dict, pipeline_class: str) -> i
 
     with warnings.catch_warnings():
         warnings.showwarning = one_line_warning
-        pipe = DiffusionPipeline.from_pretrained(a.model, torch_dtype=dtype).to(device)
-        if a.no_progress:
-            pipe.set_progress_bar_config(disable=True)
+        with _loading_bars(not a.no_progress):
+            kwargs = {} if dtype == torch.float32 else {"torch_dtype": dtype}  # fp32 is the default
+            pipe = DiffusionPipeline.from_pretrained(a.model, **kwargs).to(device)
         summary = run_pipeline(
             pipe,
             prompts,
@@ -251,7 +283,8 @@ def _generate_video(a: argparse.Namespace, opts: dict, pipeline_class: str) -> i
             **call,
         )
     print(
-        f"wrote {summary['finished']} videos ({summary['format']}; {summary['resumed']} resumed), "
+        f"wrote {summary['finished']} video{'s' if summary['finished'] != 1 else ''} "
+        f"({summary['format']}; {summary['resumed']} resumed), "
         f"manifest.jsonl and contact_sheet.png to {a.out}"
     )
     return 0

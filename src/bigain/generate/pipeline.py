@@ -272,7 +272,15 @@ def _video_run(
     from .. import runs
     from ..runs.preflight import normalise_options
     from .io import MANIFEST_KEYS
-    from .video import MP4_HINT, contact_row, contact_sheet, mp4_available, save_png, write_mp4, write_png_frames
+    from .video import (
+        MP4_HINT,
+        contact_row,
+        contact_sheet,
+        mp4_available,
+        save_png,
+        write_mp4,
+        write_png_frames,
+    )
 
     prompts, count, kwargs = _video_settings(pipe, conditions, num, seed, fps, call_kwargs)
     out = runs.check_out_dir(out_dir)
@@ -304,7 +312,9 @@ def _video_run(
         warnings.warn(f"PyAV is not installed: writing PNG frames instead of MP4 ({MP4_HINT})", stacklevel=3)
     manifest = out / "manifest.jsonl"
     t_start = time.perf_counter()
-    with _compression(pipe, method, opts, str(name)):  # a model bigain cannot patch fails here, before any write
+    with _compression(
+        pipe, method, opts, str(name)
+    ):  # a model bigain cannot patch fails here, before any write
         out.mkdir(parents=True, exist_ok=True)
         with runs.lock(out / ".lock", what=str(out)):
             runs.write_config(out, config, VIDEO_IDENTITY, normalise=identity, what="video generation run")
