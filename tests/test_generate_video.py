@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from video_fixtures import SMALL_VIDEO, tiny_wan_fixtures  # noqa: F401
+from video_fixtures import SMALL_VIDEO, tiny_wan_fixture, tiny_wan_folder_fixture  # noqa: F401
 
 import bigain
 from bigain.cli import main

@@ -1,7 +1,7 @@
 """A tiny random Wan 2.1 text-to-video pipeline, in memory and saved to disk, for the video tests.
 
-Use in a test module with ``from video_fixtures import tiny_wan_fixtures  # noqa: F401``, then ask
-for the fixtures ``tiny_wan`` and ``tiny_wan_folder`` by name.
+Use in a test module with ``from video_fixtures import tiny_wan_fixture, tiny_wan_folder_fixture  # noqa: F401``
+and ask for the fixtures ``tiny_wan`` and ``tiny_wan_folder`` by name.
 The builder itself is ``bigain.generate.tiny_wan`` (also what the README's example saves), so the
 tests and the documented example run the same pipeline. A 5-frame 32x32 video has a latent grid of
 2 frames x 2 x 2 tokens; 2 steps take about a second on a CPU.
@@ -16,7 +16,8 @@ from bigain.generate.tiny_wan import save_tiny_wan, tiny_wan_pipeline, tiny_wan_
 __all__ = [
     "SMALL_VIDEO",
     "save_tiny_wan",
-    "tiny_wan_fixtures",
+    "tiny_wan_fixture",
+    "tiny_wan_folder_fixture",
     "tiny_wan_pipeline",
     "tiny_wan_transformer",
 ]
@@ -32,16 +33,12 @@ SMALL_VIDEO = {
 
 
 @pytest.fixture(scope="module", name="tiny_wan")
-def _tiny_wan():
+def tiny_wan_fixture():
     """A ``WanPipeline`` with random weights (module-scoped: do not leave it patched)."""
     return tiny_wan_pipeline()
 
 
 @pytest.fixture(scope="module", name="tiny_wan_folder")
-def _tiny_wan_folder(tmp_path_factory):
+def tiny_wan_folder_fixture(tmp_path_factory):
     """The same pipeline saved with ``save_pretrained`` (load it with ``DiffusionPipeline.from_pretrained``)."""
     return save_tiny_wan(tmp_path_factory.mktemp("tiny-wan") / "pipe")
-
-
-# one name to import: the fixtures are found by pytest in the importing module's namespace
-tiny_wan_fixtures = (_tiny_wan, _tiny_wan_folder)
