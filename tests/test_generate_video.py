@@ -4,7 +4,12 @@ tiny random Wan 2.1 pipeline saved to and loaded from disk."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,6 +114,37 @@ def test_resume_after_an_interruption_equals_one_uninterrupted_run(tiny_wan, tmp
     assert sorted(r["index"] for r in records(out)) == [0, 1, 2]
     for i in range(3):
         assert np.array_equal(sheet(out, i), np.asarray(contact_row(whole[i])))
+
+
+def test_sigkill_midway_loses_no_finished_sample(tiny_wan_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--model", tiny_wan_folder, "--prompt", "a cat", "--num", "4", *CLI_SMALL, "--no-progress"]
+    argv += ["--out", out]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+    code = f"import sys; from bigain.cli import main; sys.exit(main({['generate', *map(str, argv)]!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+    manifest = out / "manifest.jsonl"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if manifest.exists() and manifest.read_bytes().count(b"\n") >= 1:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"child exited early: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    finished = {r["index"] for r in records(out)}
+    assert 1 <= len(finished) < 4, "the child was not killed mid-run"
+    stamps = {i: (out / f"samples/{i:06d}.mp4").stat().st_mtime_ns for i in finished}
+    code, stdout, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert f"wrote 4 videos (mp4; {len(finished)} resumed)" in stdout
+    assert {i: (out / f"samples/{i:06d}.mp4").stat().st_mtime_ns for i in finished} == stamps
+    assert sorted(r["index"] for r in records(out)) == list(range(4))
 
 
 def test_png_frames_and_one_warning_line_without_pyav(tiny_wan_folder, tmp_path, capsys, monkeypatch):

@@ -307,14 +307,15 @@ def _video_run(
             return value
 
     runs.check_config(out, config, VIDEO_IDENTITY, normalise=identity, what="video generation run")
-    use_mp4 = mp4_available()
-    if not use_mp4:
-        warnings.warn(f"PyAV is not installed: writing PNG frames instead of MP4 ({MP4_HINT})", stacklevel=3)
     manifest = out / "manifest.jsonl"
     t_start = time.perf_counter()
-    with _compression(
-        pipe, method, opts, str(name)
-    ):  # a model bigain cannot patch fails here, before any write
+    # a model bigain cannot patch fails here, before any write
+    with _compression(pipe, method, opts, str(name)):
+        use_mp4 = mp4_available()
+        if not use_mp4:
+            warnings.warn(
+                f"PyAV is not installed: writing PNG frames instead of MP4 ({MP4_HINT})", stacklevel=3
+            )
         out.mkdir(parents=True, exist_ok=True)
         with runs.lock(out / ".lock", what=str(out)):
             runs.write_config(out, config, VIDEO_IDENTITY, normalise=identity, what="video generation run")
