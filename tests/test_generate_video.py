@@ -199,7 +199,13 @@ def test_video_options_on_a_class_model_are_refused(tiny_folder, tmp_path, capsy
     assert code == 2 and "--frames: options of video pipelines" in err
 
 
-def test_prompts_file_cycles_over_samples(tiny_wan_folder, tmp_path, capsys):
+def test_prompts_file_cycles_over_samples(tmp_path, capsys):
+    """Also runs the README's `python -m bigain.generate.tiny_wan FOLDER`."""
+    from bigain.generate import tiny_wan
+
+    tiny_wan_folder = tmp_path / "tiny-wan"
+    assert tiny_wan.main([str(tiny_wan_folder)]) == 0
+    assert f"wrote a tiny random Wan pipeline to {tiny_wan_folder}" in capsys.readouterr().out
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n\n  a dog  \n")
     out = tmp_path / "run"
