@@ -113,11 +113,29 @@ def _count(
     if _on_meta(model) and method not in (None, "none", TOMESD, *BOUNDS):
         method, options = _meta_config(method, options, inputs, kwargs), {}
     attention = explicit_attention(model) if explicit else contextlib.nullcontext()
-    with torch.no_grad(), patched(model, method, **options), attention, _inputs_to_meta(model):
+    with (
+        torch.no_grad(),
+        patched(model, method, **options),
+        _host_timesteps(model, inputs, kwargs),
+        attention,
+        _inputs_to_meta(model),
+    ):
         counter = FlopCounterMode(display=False)
         with counter:
             call_model(model, inputs, kwargs)
     return counter
+
+
+def _host_timesteps(model: nn.Module, inputs: Any, kwargs: dict[str, Any] | None) -> Any:
+    """The harness holds its timesteps on the host: say them to the patch (bigain never reads a
+    timestep tensor), so a KV method's switch-off at t <= stop_t counts as it runs. Flux takes sigmas."""
+    import bigain
+
+    t = _timestep(inputs, kwargs)
+    if t is None or t.device.type != "cpu" or not bigain.is_patched(model):
+        return contextlib.nullcontext()
+    scale = 1000.0 if type(model).__name__.startswith("Flux") else 1.0
+    return bigain.host_timesteps(model, [float(v) * scale for v in t.reshape(-1).tolist()])
 
 
 def _on_meta(model: nn.Module) -> bool:
