@@ -41,7 +41,7 @@ def test_unknown_command_names_itself_and_the_closest_match(capsys):
         (["classify", "--limit", "0"], "--limit: 0 is out of range"),
         (["classify", "--method", "nope"], "unknown method 'nope'"),
         (["classify", "--method", "tome", "--ratio", "1.5"], "ratio=1.5"),
-        (["classify", "--option", "ratio=0.5"], "without --method"),
+        (["classify", "--option", "ratio=0.5"], "--option ratio=0.5 needs a compressing method"),
         (["classify", "--option", "novalue"], "expected key=value"),
         (["classify", "--data", "/nonexistent/data"], "does not exist"),
         (["classify", "--seed", str(2**70)], "--seed"),

@@ -56,7 +56,7 @@ def _demo(argv: Sequence[str]) -> int:
 
 def _generate(argv: Sequence[str]) -> int:
     from .classify.cli import parse_option
-    from .cliutil import UsageError, check_device, positive_int
+    from .cliutil import OPTION_HELP, UsageError, check_device, finite_float, method_and_options, positive_int
 
     p = argparse.ArgumentParser(
         prog="bigain generate", description="Class-conditional sampling under a bigain method."
@@ -71,13 +71,13 @@ def _generate(argv: Sequence[str]) -> int:
         default=[],
         type=parse_option,
         metavar="KEY=VALUE",
-        help="method option (repeatable)",
+        help=OPTION_HELP,
     )
     p.add_argument("--num", type=positive_int, default=100, help="images (labels cycle over the classes)")
     p.add_argument("--labels", default=None, help="comma-separated class indices instead of cycling")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "dpm", "euler", "ddpm"])
     p.add_argument("--steps", type=positive_int, default=50)
-    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--guidance", type=finite_float, default=4.0, help="classifier-free guidance scale (>= 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=50)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
@@ -89,9 +89,9 @@ def _generate(argv: Sequence[str]) -> int:
     from .generate import SamplerConfig, balanced_labels, generate_run
     from .models import load
 
-    opts = dict(a.option)
-    if a.ratio is not None:
-        opts["ratio"] = a.ratio
+    method, opts = method_and_options(a.method, a.option, a.ratio)
+    if a.guidance < 0:
+        raise UsageError(f"--guidance {a.guidance}: expected a number >= 0, e.g. --guidance 4.0")
     labels = None
     if a.labels:
         try:
@@ -100,17 +100,15 @@ def _generate(argv: Sequence[str]) -> int:
             raise UsageError(
                 f"--labels {a.labels!r}: expected comma-separated class indices, e.g. 0,3,7"
             ) from None
-    if a.method in (None, "", "none") and opts:
-        raise UsageError(f"method options {sorted(opts)} given without --method")
     from .runs.preflight import normalise_options
 
-    normalise_options(a.method, opts)  # an unknown method or a bad option fails before the model loads
+    normalise_options(method, opts)  # an unknown method or a bad option fails before the model loads
     cfg = SamplerConfig(a.sampler, a.steps, a.guidance, a.seed, a.batch_size, a.dtype)
     device = check_device(a.device)
     runs.check_out_dir(a.out)
     bundle = load(a.model, device=device)
     labels = labels if labels is not None else balanced_labels(bundle.num_classes, a.num)
-    generate_run(bundle, a.out, labels, a.method, opts, cfg, progress=not a.no_progress)
+    generate_run(bundle, a.out, labels, method or "none", opts, cfg, progress=not a.no_progress)
     print(f"wrote {len(labels)} images, manifest.jsonl and grid.png to {a.out}")
     return 0
 

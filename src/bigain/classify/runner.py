@@ -117,9 +117,19 @@ def _normalise_identity(key: str, value: Any, config: dict[str, Any]) -> Any:
         return value
 
 
+def _nothing_finished(out: Path) -> bool:
+    """No image of the folder has a scored record (a run that failed before its first result)."""
+    return not any(not r.get("error") for r in load_results(out).values())
+
+
 def _check_or_write_config(out: Path, config: dict[str, Any]) -> dict[str, Any]:
     return runs.write_config(
-        out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="classification run"
+        out,
+        config,
+        IDENTITY_KEYS,
+        normalise=_normalise_identity,
+        what="classification run",
+        replaceable=lambda: _nothing_finished(out),
     )
 
 
@@ -323,9 +333,16 @@ def run_classification(
             "calls_per_image": calls_per_image(len(candidates), clf.plan),
         }
         # a folder of another run is refused first; then the method is tried on the model; then we write
-        runs.check_config(
-            out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="classification run"
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the replacement is reported once, when it is written
+            runs.check_config(
+                out,
+                config,
+                IDENTITY_KEYS,
+                normalise=_normalise_identity,
+                what="classification run",
+                replaceable=lambda: _nothing_finished(out),
+            )
         check_method_on_model(bundle, method_name, method_options)
         out.mkdir(parents=True, exist_ok=True)
         results_name = _results_name((i_shard, n_shard), rank, world)
