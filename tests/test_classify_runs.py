@@ -402,3 +402,23 @@ def test_a_folder_without_a_finished_item_takes_corrected_settings(tmp_path):
     assert summary["num_scored"] == 4 and json.loads((tmp_path / "config.json").read_text())["loss"] == "l2"
     with pytest.raises(ConfigMismatchError, match="loss"):  # a folder with results is still protected
         run_classification(bundle, good, tmp_path, loss="l1", **RUN)
+
+
+def test_progress_moves_with_every_forward_so_the_first_eta_is_honest(tmp_path, monkeypatch):
+    """Images of a group finish together; the bar advances by each forward's share of an image, so
+    its first rate is the true one (not one image per group time) and it ends exactly at the total."""
+    import tqdm.auto
+
+    seen: list[float] = []
+
+    class Recording(tqdm.auto.tqdm):
+        def update(self, n=1):
+            out = super().update(n)
+            seen.append(float(self.n))
+            return out
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    run_classification(make_bundle(), make_data(4), tmp_path, **{**RUN, "progress": True})
+    positive = [v for v in seen if v > 0]
+    assert 0 < positive[0] < 1, seen  # a fraction of an image after the first forward
+    assert seen == sorted(seen) and seen[-1] == 4
