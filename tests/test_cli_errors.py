@@ -180,11 +180,23 @@ def test_model_errors_say_what_the_folder_is_and_which_loader_fits(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["classify", "--method", "none", "--ratio", "0.5"], "--ratio 0.5 needs a compressing method, but --method is none"),
-        (["classify", "--method", "tome", "--option", "blocks=99"], "option blocks=99 is not a list: expected"),
-        (["classify", "--method", "tome", "--option", "sx=abc"], "option sx='abc' is not valid: expected an integer >= 1"),
+        (
+            ["classify", "--method", "none", "--ratio", "0.5"],
+            "--ratio 0.5 needs a compressing method, but --method is none",
+        ),
+        (
+            ["classify", "--method", "tome", "--option", "blocks=99"],
+            "option blocks=99 is not a list: expected",
+        ),
+        (
+            ["classify", "--method", "tome", "--option", "sx=abc"],
+            "option sx='abc' is not valid: expected an integer >= 1",
+        ),
         (["generate", "--guidance", "nan"], "--guidance: 'nan' is not a finite number"),
-        (["generate", "--method", "none", "--option", "ratio=0.5"], "--option ratio=0.5 needs a compressing method"),
+        (
+            ["generate", "--method", "none", "--option", "ratio=0.5"],
+            "--option ratio=0.5 needs a compressing method",
+        ),
     ],
 )
 def test_messages_name_the_option_the_value_and_what_is_allowed(capsys, tmp_path, argv, needle):

@@ -59,7 +59,7 @@ def test_demo_report_defines_every_column_and_label_and_links_its_plot():
                       "speed": {"key": key, "measured_at": "now"}})  # fmt: skip
     assert "](speed_accuracy.png)" in text
     assert "*denoiser rows/s* is how many rows" in text and "a row being" in " ".join(text.split())
-    for label, method, _ in DEMO_METHODS:
+    for label, _, _ in DEMO_METHODS:
         assert f"- `{label}`:" in text, label
     assert "- `tome-0.7`: ToMe" in text and "ratio=0.7" in text and "downsample_factor=2" in text
     why = [line for line in text.splitlines() if line.startswith("Why")]

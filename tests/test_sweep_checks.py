@@ -48,7 +48,9 @@ def test_run_sweep_refuses_an_empty_grid_and_unknown_phases(tmp_path):
     with pytest.raises(ValueError, match="phases"):
         run_sweep("builtin:fashion-dit", str(tmp_path / "b"), phases=())
     with pytest.raises(ValueError, match="setting tome-r2: option ratio=2"):
-        run_sweep("builtin:fashion-dit", str(tmp_path / "c"), settings=[Setting("tome-r2", "tome", {"ratio": 2})])
+        run_sweep(
+            "builtin:fashion-dit", str(tmp_path / "c"), settings=[Setting("tome-r2", "tome", {"ratio": 2})]
+        )
     assert not any(tmp_path.iterdir())
 
 
@@ -63,10 +65,14 @@ def test_a_failed_job_fails_the_sweep_and_its_record_goes_with_the_corrected_rer
         return real(bundle, dataset, out_dir, **kw)
 
     settings = [Setting("none", "none"), Setting("tome-r0.5", "tome", {"ratio": 0.5})]
-    kw = dict(images=1, gen=1, settings=settings, batch_size=64, steps=1, progress=False, phases=("classify",))
+    kw = dict(
+        images=1, gen=1, settings=settings, batch_size=64, steps=1, progress=False, phases=("classify",)
+    )
     out = tmp_path / "sweep"
     monkeypatch.setattr(runner, "run_classification", broken_for_tome)
-    with pytest.raises(SweepFailed, match=r"1 sweep job\(s\) failed: classify tome-r0.5 \(RuntimeError: disk full"):
+    with pytest.raises(
+        SweepFailed, match=r"1 sweep job\(s\) failed: classify tome-r0.5 \(RuntimeError: disk full"
+    ):
         run_sweep(str(tiny_folder), str(out), **kw)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "[sweep] classify tome-r0.5 failed: RuntimeError: disk full" in err

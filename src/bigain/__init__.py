@@ -39,4 +39,21 @@ if TYPE_CHECKING:
     )
     from .patching import PatchReport, apply, compressed, inspect_model, is_patched, remove, sample_keys
 
-__all__ = sorted(_METHODS + _PATCHING)
+__all__ = [
+    "BiGainTDConfig",
+    "BiGainTMConfig",
+    "MethodConfig",
+    "NoneConfig",
+    "PatchReport",
+    "SiToConfig",
+    "ToDoConfig",
+    "ToMeConfig",
+    "apply",
+    "compressed",
+    "inspect_model",
+    "is_patched",
+    "list_methods",
+    "make_config",
+    "remove",
+    "sample_keys",
+]

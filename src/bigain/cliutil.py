@@ -192,12 +192,10 @@ def method_and_options(
     name = None if method in (None, "", "none") else method
     if name is None and opts:
         given = " ".join(
-            [f"--ratio {ratio}"] * (ratio is not None)
-            + [f"--option {k}={v}" for k, v in options]
+            [f"--ratio {ratio}"] * (ratio is not None) + [f"--option {k}={v}" for k, v in options]
         )
         raise UsageError(
             f"{given} needs a compressing method, but --method is {method or 'none'} (no compression); "
             f"add --method {COMPRESSING}, or drop the option"
         )
     return name, opts
-

@@ -317,7 +317,10 @@ def _markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         opts = ", ".join(f"{k}={v}" for k, v in (r.get("options") or {}).items())
-        lines.append(f"- `{r['setting']}`: {WHAT.get(r.get('method'), r.get('method'))}" + (f"; {opts}" if opts else ""))
+        lines.append(
+            f"- `{r['setting']}`: {WHAT.get(r.get('method'), r.get('method'))}"
+            + (f"; {opts}" if opts else "")
+        )
     slower = [r for r in result["rows"] if r.get("method") != "none" and r["speedup"] < 1.0]
     if slower:
         lines.append("")

@@ -42,10 +42,40 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from .cli import cli_main
     from .datasets import load_dataset
-    from .engine import ClassifyResult, DiffusionClassifier, NonFiniteError, StageErrors, image_key_from_id, reference_classify
+    from .engine import (
+        ClassifyResult,
+        DiffusionClassifier,
+        NonFiniteError,
+        StageErrors,
+        image_key_from_id,
+        reference_classify,
+    )
     from .pipeline import bundle_from_pipeline, prepare_x0
     from .runner import ConfigMismatchError, load_results, merge_results, read_records, run_classification
     from .schedule import adaptive_plan, calls_per_image, stage_timesteps, timestep_grid
     from .summary import average_precision, recall_at_k, summarize
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ClassifyResult",
+    "ConfigMismatchError",
+    "DiffusionClassifier",
+    "NonFiniteError",
+    "StageErrors",
+    "adaptive_plan",
+    "average_precision",
+    "bundle_from_pipeline",
+    "calls_per_image",
+    "cli_main",
+    "image_key_from_id",
+    "load_dataset",
+    "load_results",
+    "merge_results",
+    "prepare_x0",
+    "read_records",
+    "recall_at_k",
+    "reference_classify",
+    "run_classification",
+    "stage_timesteps",
+    "summarize",
+    "timestep_grid",
+]

@@ -145,7 +145,9 @@ def read_subset(path: str) -> list[int]:
         try:
             arr = np.load(p, allow_pickle=False).reshape(-1)
         except (ValueError, OSError) as e:
-            raise ValueError(f"--subset {path!r} is not a readable .npy file ({e}); expected {SUBSET_FORMAT}") from None
+            raise ValueError(
+                f"--subset {path!r} is not a readable .npy file ({e}); expected {SUBSET_FORMAT}"
+            ) from None
         if arr.dtype.kind not in "iu":
             raise ValueError(f"--subset {path!r} holds {arr.dtype} values; expected {SUBSET_FORMAT}")
         return [int(i) for i in arr]

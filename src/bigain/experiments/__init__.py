@@ -17,7 +17,9 @@ from .._lazy import lazy_exports
 
 # the jobs and the report import torch on first use: `bigain sweep` checks its arguments first
 _EXPORTS = {
-    **dict.fromkeys(["Setting", "default_settings", "job_list", "paper_settings", "select", "worker_share"], ".grid"),
+    **dict.fromkeys(
+        ["Setting", "default_settings", "job_list", "paper_settings", "select", "worker_share"], ".grid"
+    ),
     **dict.fromkeys(["count_setting_flops", "interleaved_speed", "record_speed", "run_sweep"], ".jobs"),
     **dict.fromkeys(["build_report", "pareto_front"], ".report"),
 }
@@ -28,4 +30,17 @@ if TYPE_CHECKING:
     from .jobs import count_setting_flops, interleaved_speed, record_speed, run_sweep
     from .report import build_report, pareto_front
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Setting",
+    "build_report",
+    "count_setting_flops",
+    "default_settings",
+    "interleaved_speed",
+    "job_list",
+    "paper_settings",
+    "pareto_front",
+    "record_speed",
+    "run_sweep",
+    "select",
+    "worker_share",
+]

@@ -20,10 +20,14 @@ def parse_phases(text: str) -> tuple[str, ...]:
     """``"classify,report"`` -> ("classify", "report"); empty, unknown or repeated names are errors."""
     phases = tuple(x.strip() for x in text.split(",") if x.strip())
     if not phases:
-        raise ValueError(f"--phases {text!r} names no phase; choose from {', '.join(PHASES)}, e.g. --phases classify,report")
+        raise ValueError(
+            f"--phases {text!r} names no phase; choose from {', '.join(PHASES)}, e.g. --phases classify,report"
+        )
     bad = sorted(set(phases) - set(PHASES))
     if bad:
-        raise ValueError(f"--phases {text!r}: unknown phase(s) {bad}; choose from {', '.join(PHASES)} (comma-separated)")
+        raise ValueError(
+            f"--phases {text!r}: unknown phase(s) {bad}; choose from {', '.join(PHASES)} (comma-separated)"
+        )
     if len(set(phases)) != len(phases):
         raise ValueError(f"--phases {text!r} repeats a phase; name each once, e.g. --phases classify,report")
     return phases
@@ -45,7 +49,9 @@ def select_strict(settings: list[Setting], names: str | None) -> list[Setting]:
         )
     unknown = [n for n in keep if n not in known]
     if unknown:
-        raise ValueError(f"--methods {names!r}: {unknown} match no setting of this grid; choose from {', '.join(known)}")
+        raise ValueError(
+            f"--methods {names!r}: {unknown} match no setting of this grid; choose from {', '.join(known)}"
+        )
     return [s for s in settings if s.label in keep or s.method in keep]
 
 

@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="builtin:fashion-mnist",
         help="builtin:fashion-mnist or a data folder (ImageNet-style)",
     )
-    p.add_argument("--out", default="runs/sweep", help="sweep folder (rerunning with the same folder resumes)")
+    p.add_argument(
+        "--out", default="runs/sweep", help="sweep folder (rerunning with the same folder resumes)"
+    )
     p.add_argument(
         "--grid",
         default="default",
@@ -37,26 +39,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="--grid paper only: a declared secondary placement (U-Net levels 1+2; DiT blocks 1-3)",
     )
     p.add_argument(
-        "--images", type=nonnegative_int, default=2000, help="test images classified per setting (>= 1 to classify)"
+        "--images",
+        type=nonnegative_int,
+        default=2000,
+        help="test images classified per setting (>= 1 to classify)",
     )
     p.add_argument(
-        "--gen", type=nonnegative_int, default=2000, help="samples generated per setting and seed (>= 1 to generate)"
+        "--gen",
+        type=nonnegative_int,
+        default=2000,
+        help="samples generated per setting and seed (>= 1 to generate)",
     )
-    p.add_argument("--seeds", default="0", help="comma-separated sample seeds of the generation jobs, e.g. 0,1,2")
-    p.add_argument("--ratios", default="0.5,0.7", help="comma-separated merge/prune ratios in [0, 1), e.g. 0.5,0.7")
-    p.add_argument("--factors", default="2,4", help="comma-separated KV downsample factors (integers >= 1), e.g. 2,4")
+    p.add_argument(
+        "--seeds", default="0", help="comma-separated sample seeds of the generation jobs, e.g. 0,1,2"
+    )
+    p.add_argument(
+        "--ratios", default="0.5,0.7", help="comma-separated merge/prune ratios in [0, 1), e.g. 0.5,0.7"
+    )
+    p.add_argument(
+        "--factors", default="2,4", help="comma-separated KV downsample factors (integers >= 1), e.g. 2,4"
+    )
     p.add_argument(
         "--methods",
         default=None,
         help="comma-separated setting labels or method names to run, e.g. none,tome,bigain-tm-r0.5 (default: all)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=250, help="denoiser rows per classification forward")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=250, help="denoiser rows per classification forward"
+    )
     p.add_argument(
         "--images-per-group", type=positive_int, default=None, help="images whose evaluations share batches"
     )
     p.add_argument("--gen-batch", type=positive_int, default=500, help="samples per generation batch")
     p.add_argument(
-        "--speed-batch", type=positive_int, default=None, help="rows per timed forward (default: --batch-size)"
+        "--speed-batch",
+        type=positive_int,
+        default=None,
+        help="rows per timed forward (default: --batch-size)",
     )
     p.add_argument(
         "--steps", type=positive_int, default=50, help="DDIM steps (the paper's generation protocol: 50)"
@@ -148,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         check_settings(settings)
     except ValueError as e:
         flag, example = next(
-            ((f, ex) for key, (f, ex) in _SOURCE.items() if f"option {key}=" in str(e)), ("--methods", "none,tome")
+            ((f, ex) for key, (f, ex) in _SOURCE.items() if f"option {key}=" in str(e)),
+            ("--methods", "none,tome"),
         )
         value = {"--ratios": a.ratios, "--factors": a.factors}.get(flag, a.methods)
         p.error(f"{flag} {value!r}: {e}; e.g. {flag} {example}")

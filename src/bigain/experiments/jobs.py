@@ -193,7 +193,9 @@ def run_sweep(
     check_grid(settings)
     check_settings(settings)  # every setting's options, before anything is loaded or written
     check_work(tuple(phases), images, gen, tuple(seeds))
-    SamplerConfig("ddim", steps, guidance, seeds[0], gen_batch, dtype)  # raises for a bad steps/guidance/dtype
+    SamplerConfig(
+        "ddim", steps, guidance, seeds[0], gen_batch, dtype
+    )  # raises for a bad steps/guidance/dtype
     out_dir = runs.check_out_dir(out)
     bundle, dataset = load_inputs(model, data, device, dtype)
     for s in settings:  # one forward per setting on the loaded model: a misfit fails before any write
@@ -316,7 +318,13 @@ def _failed(out_dir: Path, phase: str, label: str, seed: int, e: BaseException) 
     print(f"[sweep] {tag} failed: {msg}", file=sys.stderr, flush=True)
     if os.environ.get("BIGAIN_DEBUG", "").strip().lower() not in ("", "0", "false", "no"):
         traceback.print_exc()
-    record = {"phase": phase, "setting": label, "seed": seed, "error": msg, "traceback": traceback.format_exc()}
+    record = {
+        "phase": phase,
+        "setting": label,
+        "seed": seed,
+        "error": msg,
+        "traceback": traceback.format_exc(),
+    }
     with runs.RecordWriter(out_dir / FAILURES_FILE, required=("phase", "setting")) as w:
         w.append(runs.strict_json(record, nonfinite="null"))
     return f"{tag} ({msg[:200]})"

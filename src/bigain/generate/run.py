@@ -111,13 +111,18 @@ def generate_run(
         "sampler": vars(cfg),
         "num_images": len(labels),
     }
+
     def nothing_finished() -> bool:  # a run that failed before its first image may take new settings
         return not read_manifest(out / "manifest.jsonl")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the replacement is reported once, when it is written
         runs.check_config(
-            out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="generation run",
+            out,
+            config,
+            IDENTITY_KEYS,
+            normalise=_normalise_identity,
+            what="generation run",
             replaceable=nothing_finished,
         )
     check_method_on_model(bundle, method, opts)
@@ -125,7 +130,11 @@ def generate_run(
     manifest = out / "manifest.jsonl"
     with runs.lock(out / LOCK_FILE, what=str(out)):
         runs.write_config(
-            out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="generation run",
+            out,
+            config,
+            IDENTITY_KEYS,
+            normalise=_normalise_identity,
+            what="generation run",
             replaceable=nothing_finished,
         )
         done = {i for i, r in read_manifest(manifest).items() if (out / r["file"]).is_file()}

@@ -9,7 +9,6 @@ across a batch, and DDPM/Euler draw their step noise per batch).
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch
