@@ -179,6 +179,7 @@ def main_unguarded(argv: Sequence[str]) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    method, options = method_and_options(args.method, args.option, args.ratio)  # before torch loads
     from .. import runs
     from ..runs.preflight import normalise_options
     from .datasets import load_dataset
@@ -187,7 +188,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ and ":" not in device:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    method, options = method_and_options(args.method, args.option, args.ratio)
     normalise_options(method, options)  # a bad name or option fails before anything is loaded
     runs.check_out_dir(args.out)
     subset = read_subset(args.subset) if args.subset else None
