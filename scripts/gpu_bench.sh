@@ -13,6 +13,7 @@
 #    cases after --budget-s, 330 s by default; `timeout` is the hard stop):
 #        scripts/gpu_bench.sh eager-unet        OUT   # SD2 and SDXL cases
 #        scripts/gpu_bench.sh eager-dit         OUT   # PixArt, DiT-XL/2, SD3-medium, Flux-dev
+#        scripts/gpu_bench.sh eager-video       OUT   # Wan 2.1-1.3B 480p; a 4-block stack of Wan 2.1-14B at 720p
 #        scripts/gpu_bench.sh compiled-dit      OUT   # every method compiled fullgraph on DiT-XL/2 256 b64
 #        scripts/gpu_bench.sh compiled-sd2-512  OUT   # SD2 512 b2 under CUDA graphs (reduce-overhead)
 #        scripts/gpu_bench.sh compiled-rest     OUT   # PixArt b2, SD2 1024 b2 (CUDA graphs), SD2 1024 b8
@@ -47,6 +48,7 @@ fi
 case "$what" in
   eager-unet) args=(--part eager --cases sd2-512-b2 sd2-1024-b2 sd2-1024-b8 sd2-2048-b1 sdxl-1024-b2 sdxl-1024-b8) ;;
   eager-dit) args=(--part eager --cases pixart-1024-b2 pixart-1024-b8 dit-256-b8 dit-256-b64 dit-512-b16 sd3-1024-b2 flux-1024-b1) ;;
+  eager-video) args=(--part eager --cases wan1.3b-480p-b1 wan14b-720p-4blocks-b1) ;;
   eager) args=(--part eager) ;;
   compiled) args=(--part compiled --budget-s 200) ;;
   compiled-dit) args=(--part compiled --cases dit-256-b64) ;;
@@ -54,7 +56,7 @@ case "$what" in
   compiled-rest) args=(--part compiled --budget-s 200 --cases pixart-1024-b2 sd2-1024-b2 sd2-1024-b8) ;;
   classify) args=(--part classify) ;;
   report) args=() ;;
-  *) echo "usage: scripts/gpu_bench.sh wheels | eager-unet | eager-dit | eager | compiled-dit | compiled-sd2-512 |" \
+  *) echo "usage: scripts/gpu_bench.sh wheels | eager-unet | eager-dit | eager-video | eager | compiled-dit | compiled-sd2-512 |" \
        "compiled-rest | compiled | classify | report [OUT]" >&2; exit 2 ;;
 esac
 

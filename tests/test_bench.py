@@ -503,3 +503,166 @@ def test_flops_count_on_mmdit_backbones():
         assert base > 0
         for method in ("tome", "todo"):
             assert count_flops(model, kw, method, blocks="all") < 0.95 * base, (make.__name__, method)
+
+
+# ---------------------------------------------------------------------------------------------
+# video transformers: FLOP arithmetic, bounds without an adapter, the GPU benchmark's video cases
+
+
+def _tiny_wan(device="meta", size=(9, 64, 96)):
+    from bigain.bench.models import video_inputs
+
+    return build_model("wan2.1-1.3b", device=device, tiny=True), video_inputs(
+        "wan2.1-1.3b", *size, device=device, tiny=True
+    )
+
+
+def test_video_grids_of_the_published_sizes():
+    from bigain.bench.models import VIDEO_SIZES, video_grid
+
+    assert video_grid("wan2.1-14b", *VIDEO_SIZES["wan2.1-14b"]["480p"]) == {
+        "latent": (21, 60, 104),
+        "tokens": (21, 30, 52),  # 32,760 tokens
+    }
+    assert video_grid("wan2.1-14b", *VIDEO_SIZES["wan2.1-14b"]["720p"])["tokens"] == (21, 45, 80)
+    assert video_grid("hunyuan-video", 129, 720, 1280)["tokens"] == (33, 45, 80)
+    assert video_grid("cogvideox-5b", 49, 480, 720)["tokens"] == (13, 30, 45)
+    assert video_grid("ltx-video", 121, 512, 768) == {"latent": (16, 16, 24), "tokens": (16, 16, 24)}
+    with pytest.raises(ValueError, match="VAE"):
+        video_grid("wan2.1-1.3b", 80, 480, 832)
+
+
+def test_video_flop_counter_on_tiny_wan_equals_a_hand_computation():
+    from bigain.bench.models import TINY_VIDEO
+    from bigain.bench.video import Compression, breakdown, flops_left, placement
+
+    cfg = TINY_VIDEO["wan"]
+    h, d, layers = cfg["num_attention_heads"], cfg["attention_head_dim"], cfg["num_layers"]
+    c, text = h * d, 8  # width; the tiny spec's text length
+    n, grid = 3 * 4 * 6, (3, 4, 6)  # 9 frames of 64 x 96 px: latent 3 x 8 x 12, patch (1, 2, 2)
+    model, inputs = _tiny_wan()
+    bd = breakdown(model, inputs)
+    self_attn = 4 * h * d * n * n + 4 * (2 * n * c * c)  # QK^T and AV; q, k, v, out projections
+    assert [s.name for s in bd.sites] == [f"blocks.{i}.attn1" for i in range(layers)]
+    assert all(s.calls == [(1, n, 0)] and s.flops == self_attn for s in bd.sites)
+    # every attention's matmuls: self-attention N x N, cross-attention N x text
+    assert bd.attention == layers * (4 * h * d * n * n + 4 * h * d * n * text)
+    assert bd.num_blocks == layers and placement(layers, None) == (1,) and placement(30, "relative") == (
+        2, 3, 4, 5, 6, 8, 9, 10, 11, 12,
+    )  # fmt: skip
+    total = bd.total
+    assert flops_left(bd, grid, Compression("ceiling"), "all") == total - layers * self_attn
+    m = n // 2
+    merge = 2 * 4 * c * c * (n - m) + 4 * h * d * (n * n - m * m)
+    assert flops_left(bd, grid, Compression("merge", 0.5), "all") == total - layers * merge
+    dst = 3 * 2 * 3  # one destination per 2x2 window of each frame
+    matching = 2 * (n - dst) * dst * c
+    assert flops_left(bd, grid, Compression("merge", 0.5, True), None) == total - merge + matching
+    k = 3 * 2 * 3  # keys pooled 2x2 in space
+    kv = 2 * 2 * c * c * (n - k) + 4 * h * d * n * (n - k)
+    assert flops_left(bd, grid, Compression("kv"), "all") == total - layers * kv
+    k = 1 * 2 * 3  # 2x2x2 in space and time: 3 frames floor to 1
+    kv = 2 * 2 * c * c * (n - k) + 4 * h * d * n * (n - k)
+    assert flops_left(bd, grid, Compression("kv", pool=(2, 2, 2)), [0, 2]) == total - 2 * kv
+    with pytest.raises(ValueError, match="grid"):
+        flops_left(bd, (3, 4, 5), Compression("kv"), "all")
+    with pytest.raises(ValueError, match="kind"):
+        Compression("prune")
+
+
+def test_video_arithmetic_equals_the_bounds_counted_with_hooks():
+    from bigain.bench.models import video_grid
+    from bigain.bench.video import Compression, breakdown, flops_left, measured_flops
+
+    grid = video_grid("wan2.1-1.3b", 9, 64, 96, tiny=True)["tokens"]
+    model, inputs = _tiny_wan()
+    bd = breakdown(model, inputs)
+    for where in ("all", None, [0, 3]):
+        for comp in (Compression("ceiling"), Compression("merge", 0.5), Compression("merge", 0.7)):
+            counted = measured_flops(model, inputs, comp, where)
+            assert counted == flops_left(bd, grid, comp, where), (where, comp)
+    assert measured_flops(model, inputs, Compression("kv", pool=(2, 2, 2))) is None  # no such setting
+    with pytest.raises(TypeError, match="does not support"):  # no Wan adapter yet: methods do not run
+        measured_flops(model, inputs, Compression("kv"))
+
+
+def test_bounds_run_on_wan_through_its_layout():
+    from bigain.bench.bounds import kept_tokens
+
+    model, inputs = _tiny_wan("cpu")
+    y0 = _out(model, inputs)
+    seen: dict[int, int] = {}
+    handles = [
+        b.attn1.to_q.register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(i, a[0].shape[1]))
+        for i, b in enumerate(model.blocks)
+    ]
+    with patched(model, "ideal", ratio=0.5):  # default placement: the relative-depth rule, block 1 of 4
+        y = _out(model, inputs)
+    assert seen == {0: 72, 1: kept_tokens(72, 0.5), 2: 72, 3: 72} and not torch.allclose(y, y0)
+    with patched(model, "ideal", ratio=0.5, blocks="all"):
+        _out(model, inputs)
+    assert set(seen.values()) == {36}  # the rotary tables were cut with the tokens
+    outs = []
+    handles += [b.attn1.register_forward_hook(lambda m, a, o: outs.append(o)) for b in model.blocks]
+    with patched(model, "ceiling", blocks="all"):
+        _out(model, inputs)
+    assert len(outs) == 4 and all(not o.any() for o in outs)
+    for hd in handles:
+        hd.remove()
+    assert torch.equal(_out(model, inputs), y0)
+
+
+def test_gpu_latency_smoke_video_cases(tmp_path):
+    import json
+
+    gl = _gpu_latency_script()
+    out = tmp_path / "gpu-latency"
+    keep = ["tome r0.5", "bigain-td f2", "ceiling", "ideal r0.5", "ceiling all"]
+    cases = ["wan1.3b-480p-b1", "wan14b-720p-4blocks-b1"]
+    assert (
+        gl.main(["--smoke", "--out", str(out), "--settings", *keep, "--cases", *cases, "--part", "eager"])
+        == 0
+    )
+    data = json.loads(out.with_suffix(".json").read_text())["cases"]
+    whole, stack = data["eager:wan1.3b-480p-b1"], data["eager:wan14b-720p-4blocks-b1"]
+    assert whole["complete"] and stack["complete"] and whole["video"] == list(gl.VIDEO_SMOKE)
+    assert stack["layers"] == 4 and stack["placement"] == "all" and whole["placement"] == "default"
+    for rec in (whole, stack):
+        st = rec["settings"]
+        assert "speedup" in st["ceiling"] and "speedup" in st["ideal r0.5"] and "ms" in st["none"]
+        for key in ("tome r0.5", "bigain-td f2"):  # until bigain supports Wan
+            assert st[key]["not_supported"].startswith("not supported yet") and "error" not in st[key]
+    assert set(whole["settings"]) == {"none", *keep}
+    assert "ceiling all" not in stack["settings"]  # the stack's settings are all on every block already
+    assert stack["settings"]["ideal r0.5"]["options"] == {"ratio": 0.5, "blocks": "all"}
+    md = out.with_suffix(".md").read_text()
+    assert "a stack of its first 4 blocks" in md and "| not supported yet |" in md
+    # the stack is the 14B model's first 4 blocks at full width
+    case = gl.CASE_BY_ID["wan14b-720p-4blocks-b1"]
+    model = build_model(case.model, device="meta", layers=case.layers)
+    assert len(model.blocks) == 4 and model.config.num_attention_heads == 40
+
+
+def test_video_flops_script_on_tiny_configs(tmp_path):
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "video_flops.py"
+    spec = importlib.util.spec_from_file_location("video_flops_bench", path)
+    vf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vf)
+    out = tmp_path / "video-flops"
+    assert vf.main(["--tiny", "--models", "wan2.1-1.3b", "hunyuan-video", "--out", str(out)]) == 0
+    recs = json.loads(out.with_suffix(".json").read_text())["records"]
+    assert [r["model"] for r in recs] == ["wan2.1-1.3b", "hunyuan-video"]
+    for r in recs:
+        assert r["site_core_matches_shapes"] and 0 < r["attention_share"] < 1
+        rows = r["placements"]["all"]["rows"]
+        ceilings = [rows[k]["ceiling"] for k in ("ceiling", "merge r0.5", "merge r0.5 + matching")]
+        assert ceilings == sorted(ceilings, reverse=True) and ceilings[-1] > 1
+        for key in ("ceiling", "merge r0.5"):  # the bounds' hooks count what the arithmetic says
+            hooks = rows[key]["hooks"]
+            assert hooks["status"] == "counted" and hooks["matches"], (r["model"], key)
+        assert rows["kv 2x2"]["hooks"]["status"] == "not supported yet"
+    assert recs[1]["blocks"] == 4  # HunyuanVideo: dual-stream then single-stream blocks
+    md = out.with_suffix(".md").read_text()
+    assert "Tiny configs" in md and "relative-depth placement" in md and "not supported yet" in md

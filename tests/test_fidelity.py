@@ -158,7 +158,9 @@ def test_bigain_td_kv_source_per_row_schedule_equals_reference_blend(dtype):
         assert torch.equal(got[row : row + 1], expected), (dtype, s)
 
 
-def _unet_outputs(method: str | None, timesteps, **options) -> torch.Tensor:
+def _unet_outputs(method: str | None, timesteps, host=None, **options) -> torch.Tensor:
+    import contextlib
+
     import bigain
     from conftest import make_tiny_unet
 
@@ -168,19 +170,23 @@ def _unet_outputs(method: str | None, timesteps, **options) -> torch.Tensor:
     cond = torch.randn(2, 5, 32, generator=g)
     if method is not None:
         bigain.apply(unet, method, **options)
-    with torch.no_grad():
+    hint = contextlib.nullcontext() if host is None else bigain.host_timesteps(unet, host)
+    with torch.no_grad(), hint:
         return unet(x, timesteps, encoder_hidden_states=cond).sample
 
 
 @pytest.mark.parametrize("method", ["todo", "bigain-td"])
 def test_kv_switch_off_only_when_every_row_is_at_or_below_stop_t(method):
     base = _unet_outputs(None, torch.tensor([0, 500]))
-    # every row at t = 0 (a tensor or a Python number): the operator is off, output is the baseline
-    assert torch.equal(_unet_outputs(method, torch.tensor([0, 0])), _unet_outputs(None, torch.tensor([0, 0])))
+    off = _unet_outputs(None, torch.tensor([0, 0]))
+    # every row at t = 0, known on the host (Python numbers, or told by host_timesteps): off
     assert torch.equal(_unet_outputs(method, 0), _unet_outputs(None, 0))
+    assert torch.equal(_unet_outputs(method, torch.tensor([0, 0]), host=[0, 0]), off)
+    # a timestep tensor alone is never read (a read would stall a GPU): the forward stays compressed
+    assert not torch.equal(_unet_outputs(method, torch.tensor([0, 0])), off)
     # a batch that mixes t = 0 with t > 0 is compressed in every row, the t = 0 row included
-    mixed = _unet_outputs(method, torch.tensor([0, 500]))
+    mixed = _unet_outputs(method, torch.tensor([0, 500]), host=[0, 500])
     assert not torch.equal(mixed[0], base[0]) and not torch.equal(mixed[1], base[1])
     # stop_t=None never switches off; a higher stop_t switches off more
     assert not torch.equal(_unet_outputs(method, 0, stop_t=None), _unet_outputs(None, 0))
-    assert torch.equal(_unet_outputs(method, torch.tensor([0, 500]), stop_t=500), base)
+    assert torch.equal(_unet_outputs(method, torch.tensor([0, 500]), host=[0, 500], stop_t=500), base)

@@ -214,8 +214,10 @@ def test_kv_methods_are_off_at_t_zero():
     base = _unet_out(unet, (x, t0, c))
     for m in ("todo", "bigain-td"):
         bigain.apply(unet, m)
-        assert torch.equal(_unet_out(unet, (x, t0, c)), base)
+        with bigain.host_timesteps(unet, [0, 0]):  # the t <= stop_t decision takes host values
+            assert torch.equal(_unet_out(unet, (x, t0, c)), base)
         assert not torch.equal(_unet_out(unet, (x, t0 + 1, c)), _unet_out(make_tiny_unet(), (x, t0 + 1, c)))
+        bigain.remove(unet)
 
 
 @pytest.mark.parametrize("method", ["tome", "sito"])
@@ -233,7 +235,14 @@ def test_sample_keys_make_rows_independent_of_batch(method):
         part = _dit_out(dit, (x[1:3], t[1:3], y[1:3]))
     torch.testing.assert_close(permuted, full[perm], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(part, full[1:3], rtol=1e-5, atol=1e-6)
-    # without keys the pattern is drawn per call: a second call differs
+    # without keys the draws are a function of (seed, block, timestep): the same call repeats them
+    a, b = _dit_out(dit, (x, t, y)), _dit_out(dit, (x, t, y))
+    assert torch.equal(a, b)
+    # ...and the keys are what made the rows differ from the unkeyed call
+    assert not torch.equal(a, full)
+    # rng="generator" (tomesd's stream) draws anew at every call
+    bigain.remove(dit)
+    bigain.apply(dit, method, ratio=0.5, rng="generator")
     a, b = _dit_out(dit, (x, t, y)), _dit_out(dit, (x, t, y))
     assert not torch.equal(a, b)
 
@@ -257,8 +266,10 @@ def test_kv_switch_off_needs_every_row_at_or_below_stop_t():
     unet = make_tiny_unet()
     bigain.apply(unet, "bigain-td")
     mixed_t = torch.tensor([0, 500])
-    mixed = _unet_out(unet, (x, mixed_t, c))
-    row0_alone = _unet_out(unet, (x[:1], mixed_t[:1], c[:1]))
+    with bigain.host_timesteps(unet, [0, 500]):
+        mixed = _unet_out(unet, (x, mixed_t, c))
+    with bigain.host_timesteps(unet, [0]):
+        row0_alone = _unet_out(unet, (x[:1], mixed_t[:1], c[:1]))
     assert torch.equal(row0_alone, _unet_out(plain, (x[:1], mixed_t[:1], c[:1])))  # all rows at t=0: off
     assert not torch.allclose(mixed[:1], row0_alone, atol=1e-6)  # the t=0 row of a mixed batch is compressed
     assert torch.equal(_unet_out(unet, (x, 0, c)), _unet_out(plain, (x, 0, c)))  # a Python-number t works too

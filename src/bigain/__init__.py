@@ -18,7 +18,17 @@ _METHODS = (
     "list_methods",
     "make_config",
 )
-_PATCHING = ("PatchReport", "apply", "compressed", "inspect_model", "is_patched", "remove", "sample_keys")
+_PATCHING = (
+    "PatchReport",
+    "apply",
+    "compressed",
+    "host_timesteps",
+    "inspect_model",
+    "is_patched",
+    "remove",
+    "sample_keys",
+    "set_grid",
+)
 
 # torch and diffusers load on first use of a name (the command line parses its arguments first)
 __getattr__, __dir__ = lazy_exports(
@@ -37,7 +47,17 @@ if TYPE_CHECKING:
         list_methods,
         make_config,
     )
-    from .patching import PatchReport, apply, compressed, inspect_model, is_patched, remove, sample_keys
+    from .patching import (
+        PatchReport,
+        apply,
+        compressed,
+        host_timesteps,
+        inspect_model,
+        is_patched,
+        remove,
+        sample_keys,
+        set_grid,
+    )
 
 __all__ = [
     "BiGainTDConfig",
@@ -50,10 +70,12 @@ __all__ = [
     "ToMeConfig",
     "apply",
     "compressed",
+    "host_timesteps",
     "inspect_model",
     "is_patched",
     "list_methods",
     "make_config",
     "remove",
     "sample_keys",
+    "set_grid",
 ]

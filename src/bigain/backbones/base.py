@@ -14,6 +14,7 @@ Sub-layer roles:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -53,34 +54,40 @@ class ForwardInfo:
     """What one forward of the denoiser looks like, read by the model pre-hook."""
 
     grid: tuple[int, int]  # level-1 grid: latent (H, W) on U-Nets, the token grid on transformers
-    timesteps: torch.Tensor | None  # (B,) on the 0-1000 scale, on the input's device
-    host_timesteps: torch.Tensor | None = None  # the same on the CPU when the caller gave host values
-    extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific (e.g. Flux rotary tables)
+    timesteps: torch.Tensor | None  # (B,) float32 on the 0-1000 scale, on the input's device
+    host_timesteps: tuple[float, ...] | None = None  # the same, when the caller gave Python numbers
+    extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific
 
 
-def as_timesteps(t: Any, batch: int, device: torch.device, scale: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(device timesteps, host timesteps or None) as (B,) float tensors on the 0-1000 scale.
+def as_timesteps(
+    t: Any, batch: int, device: torch.device, scale: float = 1.0
+) -> tuple[torch.Tensor | None, tuple[float, ...] | None]:
+    """(device timesteps, host timesteps or None): (B,) float32 on the 0-1000 scale, and the same
+    as Python floats when the caller passed Python numbers.
 
-    Host values (Python numbers, CPU tensors) are kept so that decisions on t need no device sync.
+    A tensor is never read (on a GPU a read stalls the host); a Python number becomes a device
+    tensor by a fill (no host-to-device copy).
     """
     if t is None:
         return None, None
-    host = None
-    if not isinstance(t, torch.Tensor):
-        host = torch.as_tensor(t, dtype=torch.float64)
-        t = host
-    elif t.device.type == "cpu":
-        host = t
-    if t.dim() == 0:
-        t = t.reshape(1)
-    if t.shape[0] != batch:
-        t = t.expand(batch)
-    dev = t.to(device=device, dtype=torch.float32)
+    if isinstance(t, torch.Tensor):
+        if t.dim() == 0:
+            t = t.reshape(1)
+        if t.shape[0] != batch:
+            t = t.expand(batch)
+        dev = t.to(device=device, dtype=torch.float32)
+        return (dev * scale if scale != 1.0 else dev), None
+    if isinstance(t, numbers.Number):
+        dev = torch.full((batch,), float(t), device=device, dtype=torch.float32)
+        values = [float(t)] * batch
+    else:
+        values = [float(v) for v in t]
+        if len(values) == 1 and batch != 1:
+            values = values * batch
+        dev = torch.tensor(values, device=device, dtype=torch.float32)
     if scale != 1.0:
         dev = dev * scale
-    if host is not None:
-        host = t.detach().to(torch.float64) * scale
-    return dev, host
+    return dev, tuple(v * scale for v in values)
 
 
 def patch_grid_forward(model: nn.Module, args: tuple, kwargs: dict, t_pos: int) -> ForwardInfo:
@@ -102,6 +109,14 @@ class Backbone:
     classes: ClassVar[tuple[str, ...]] = ()  # diffusers class names this adapter takes
     default_metric: ClassVar[str] = "attn"  # the merge metric: "block" input or "attn" input
     patch_size_attr: ClassVar[str] = "patch_size"
+    placement: ClassVar[str] = ""  # the default placement in words (docs/coverage.md)
+    # Methods this family does not take, by method name or mechanism ("tokens", "kv"), with the
+    # reason `apply` gives; every method is taken by default.
+    refuses: ClassVar[dict[str, str]] = {}
+
+    def refusal(self, method: str, mechanism: str) -> str | None:
+        """Why this family refuses a method (by its name or its mechanism), or None."""
+        return self.refuses.get(method) or self.refuses.get(mechanism)
 
     def matches(self, model: nn.Module) -> bool:
         return type(model).__name__ in self.classes
@@ -117,7 +132,9 @@ class Backbone:
         """The level that level-placed methods act on by default."""
         return 1
 
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:  # pragma: no cover
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:  # pragma: no cover
+        """The forward's grid and timesteps. `cache`: this patch's own dict, for what an adapter
+        learns once per model (never shared between models)."""
         raise NotImplementedError
 
     def grid(self, info: ForwardInfo, block: Block, num_tokens: int) -> tuple[int, int]:

@@ -18,6 +18,7 @@ class DiTBackbone(Backbone):
     name = "dit"
     classes = ("DiTTransformer2DModel", "PixArtTransformer2DModel")
     default_metric = "attn"
+    placement = "blocks 1-5 and 7-11 (0-based), the paper's DiT-XL/2 placement taken literally"
 
     def blocks(self, model: nn.Module) -> list[Block]:
         return [
@@ -27,6 +28,6 @@ class DiTBackbone(Backbone):
     def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
         return tuple(i for i in PAPER_DIT_BLOCKS if i < len(blocks))
 
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         pos = 1 if type(model).__name__.startswith("DiT") else 2  # PixArt: (x, encoder_hidden_states, timestep)
         return patch_grid_forward(model, args, kwargs, pos)

@@ -26,11 +26,8 @@ class FluxBackbone(Backbone):
     name = "flux"
     classes = ("FluxTransformer2DModel",)
     default_metric = "attn"
+    placement = "the DiT-XL/2 placement mapped by relative depth over the double- then single-stream blocks"
     rope_kwarg = "image_rotary_emb"
-
-    def __init__(self) -> None:
-        self._grid_cache: list[tuple[torch.Tensor, int, tuple[int, int]]] = []
-        self._grid_by_count: dict[int, tuple[int, int]] = {}  # for compiled forwards: static lookup
 
     def blocks(self, model: nn.Module) -> list[Block]:
         singles = list(model.single_transformer_blocks)
@@ -48,18 +45,25 @@ class FluxBackbone(Backbone):
     def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
         return relative_placement(len(blocks))
 
-    def _grid(self, img_ids: torch.Tensor | None, num_tokens: int) -> tuple[int, int]:
+    def _grid(self, img_ids: torch.Tensor | None, num_tokens: int, cache: dict) -> tuple[int, int]:
+        pinned = cache.get("pinned")
+        if pinned is not None and pinned[0] * pinned[1] == num_tokens:
+            return pinned
+        seen: dict[int, set] = cache.setdefault("by_count", {})
         if ops.is_compiling():
-            # No host read inside a graph: the grid an eager forward saw for this token count, or a square.
-            grid = self._grid_by_count.get(num_tokens)
+            # No host read inside a graph: the one grid an eager forward of this model saw for this
+            # token count, or a square.
+            grids = seen.get(num_tokens, set())
             side = int(round(num_tokens**0.5))
-            if grid is None and side * side == num_tokens:
-                grid = (side, side)
-            if grid is None:
+            if not grids and side * side == num_tokens:
+                grids = {(side, side)}
+            if len(grids) != 1:
+                found = " and ".join(f"{h}x{w}" for h, w in sorted(grids)) or "none"
                 raise ValueError(
-                    f"bigain: under torch.compile a Flux grid of {num_tokens} tokens must be seen once eagerly first"
+                    f"bigain: under torch.compile the Flux grid of {num_tokens} tokens cannot be read from img_ids "
+                    f"(grids seen eagerly for this count: {found}); call bigain.set_grid(model, (rows, cols)) first"
                 )
-            return grid
+            return next(iter(grids))
         if img_ids is None:
             raise ValueError("bigain: Flux needs `img_ids` to know the token grid")
         ids = img_ids[0] if img_ids.dim() == 3 else img_ids
@@ -70,25 +74,26 @@ class FluxBackbone(Backbone):
             version = img_ids._version
         except RuntimeError:
             version = -1
-        for cached, cached_version, grid in self._grid_cache:
+        recent: list = cache.setdefault("ids", [])
+        for cached, cached_version, grid in recent:
             if cached is img_ids and cached_version == version:
                 return grid
         last = ids[-1].tolist()  # one host read per new ids tensor
         grid = (int(last[1]) + 1, int(last[2]) + 1)
         if grid[0] * grid[1] != num_tokens:
             raise ValueError(f"bigain: img_ids describe a {grid[0]}x{grid[1]} grid but there are {num_tokens} tokens")
-        self._grid_cache = [(img_ids, version, grid)] + self._grid_cache[:7]
-        self._grid_by_count[num_tokens] = grid
+        cache["ids"] = [(img_ids, version, grid)] + recent[:7]
+        seen.setdefault(num_tokens, set()).add(grid)
         return grid
 
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         x = args[0] if args else kwargs.get("hidden_states")
         if x is None or x.dim() != 3:
             raise ValueError("bigain: the Flux transformer input must be packed (B, N, C) tokens")
         t = args[3] if len(args) > 3 else kwargs.get("timestep")
         dev, host = as_timesteps(t, x.shape[0], x.device, scale=1000.0)
         img_ids = args[4] if len(args) > 4 else kwargs.get("img_ids")
-        return ForwardInfo(self._grid(img_ids, x.shape[1]), dev, host)
+        return ForwardInfo(self._grid(img_ids, x.shape[1], cache), dev, host)
 
     def sample_grid(self, model: nn.Module) -> tuple[int, int] | None:
         return None

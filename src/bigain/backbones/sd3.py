@@ -21,6 +21,9 @@ class SD3Backbone(Backbone):
     name = "sd3"
     classes = ("SD3Transformer2DModel",)
     default_metric = "attn"
+    placement = (
+        "the DiT-XL/2 placement mapped by relative depth (blocks 1-10 of SD3-medium's 24); image stream only"
+    )
 
     def blocks(self, model: nn.Module) -> list[Block]:
         out = []
@@ -34,5 +37,5 @@ class SD3Backbone(Backbone):
     def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
         return relative_placement(len(blocks))
 
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         return patch_grid_forward(model, args, kwargs, 3)  # (x, encoder_hidden_states, pooled, timestep)

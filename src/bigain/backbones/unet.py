@@ -29,6 +29,10 @@ class UNetBackbone(Backbone):
     name = "unet"
     classes = ("UNet2DConditionModel",)
     default_metric = "block"
+    placement = (
+        "the self-attention of every block at the highest-resolution level that has attention "
+        "(level 1 on SD 1.x/2.x, level 2 on SDXL)"
+    )
 
     def matches(self, model: nn.Module) -> bool:
         return super().matches(model) or (hasattr(model, "down_blocks") and hasattr(model, "up_blocks"))
@@ -59,7 +63,7 @@ class UNetBackbone(Backbone):
     def default_level(self, blocks: list[Block]) -> int:
         return min((b.level for b in blocks), default=1)
 
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict) -> ForwardInfo:
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         x = args[0] if args else kwargs.get("sample")
         if x is None or x.dim() != 4:
             raise ValueError("bigain: the U-Net input `sample` must be a (B, C, H, W) latent")

@@ -8,8 +8,11 @@ Both act on the sub-layers a method compresses (the "attn" role of each placed b
   sub-layer runs). No method can be faster at that placement.
 - ideal r: the compressed attentions run on (1 - r) * N image tokens behind a free merge: the
   first M tokens are kept (a slice, which is a view) and the output is repeated back to N tokens.
-  Text tokens of a joint attention are untouched, and rotary tables (Flux) are sliced with the
-  tokens. A merging method that reached this would pay only for its attention on fewer tokens.
+  Text tokens of a joint attention are untouched, and rotary tables (Flux, Wan, LTX-Video,
+  HunyuanVideo) are sliced with the tokens.
+
+Models bigain's methods do not support yet (the video transformers) are bounded at the blocks and
+placement of `bench.video` (None: the relative-depth placement). A merging method that reached this would pay only for its attention on fewer tokens.
 
 The outputs are meaningless; only the time of a forward is of interest.
 """
@@ -54,7 +57,14 @@ def _sublayers(model: nn.Module, blocks: Any) -> list[tuple[Any, nn.Module]]:
     from ..methods import make_config
     from ..patching import compressed, inspect_model
 
-    info = inspect_model(model)
+    try:
+        info = inspect_model(model)
+    except TypeError:  # no adapter yet (video transformers): the blocks and placement of bench.video
+        from .video import placement, video_blocks
+
+        found = video_blocks(model)
+        chosen = set(placement(len(found), blocks))
+        return [(b, b.roles["attn"]) for b in found if b.index in chosen]
     opts = {} if blocks is None else {"blocks": blocks}
     with compressed(model, make_config("tome", **opts)) as report:
         chosen = {b.index for b in report.blocks}
@@ -84,11 +94,22 @@ class _Ideal:
         self.n = x.shape[1] - t
         m = kept_tokens(self.n, self.ratio)
         args, kwargs = _replace_hidden(args, kwargs, x[:, : t + m])
-        rope = kwargs.get("image_rotary_emb")
-        if rope is not None:  # rows [text; image]: the text rows, then the first m image rows
-            ctx = kwargs.get("encoder_hidden_states")
-            t_rows = t + (int(ctx.shape[1]) if ctx is not None else 0)
-            kwargs = {**kwargs, "image_rotary_emb": tuple(r[: t_rows + m] for r in rope)}
+        ctx = kwargs.get("encoder_hidden_states")
+        t_rows = t + (int(ctx.shape[1]) if ctx is not None else 0)
+
+        def cut(rope: Any) -> Any:
+            return tuple(_rope_rows(r, self.n, m, t_rows) for r in rope)
+
+        for key in ("image_rotary_emb", "rotary_emb"):
+            if kwargs.get(key) is not None:
+                kwargs = {**kwargs, key: cut(kwargs[key])}
+        if len(args) > 3 and isinstance(args[3], tuple):  # Wan: attn1(hidden, None, None, rotary_emb)
+            args = (*args[:3], cut(args[3]), *args[4:])
+        mask = kwargs.get("attention_mask")
+        c = t_rows - t
+        if isinstance(mask, torch.Tensor) and c and mask.shape[-1] == self.n + c:
+            # a key mask over [image; text] (HunyuanVideo): the first m image keys and the text keys
+            kwargs = {**kwargs, "attention_mask": torch.cat([mask[..., :m], mask[..., self.n :]], dim=-1)}
         return args, kwargs
 
     def post(self, module: nn.Module, args: tuple, output: Any) -> Any:
@@ -98,6 +119,15 @@ class _Ideal:
             t = self.t_len
             return torch.cat([output[:, :t], repeat_tokens(output[:, t:], self.n)], dim=1)
         return repeat_tokens(output, self.n)
+
+
+def _rope_rows(r: torch.Tensor, n: int, m: int, t_rows: int) -> torch.Tensor:
+    """A rotary table cut to the kept tokens. Tables are (rows, d) (Flux, HunyuanVideo) or (B, rows,
+    ...) (Wan, LTX-Video); rows are the n image tokens, or [text; image] (Flux: t_rows text rows)."""
+    dim = 0 if r.dim() == 2 else 1
+    rows = r.shape[dim]
+    keep = m if rows == n else t_rows + m
+    return r.narrow(dim, 0, keep)
 
 
 def _zero_forward(block: Any) -> Any:

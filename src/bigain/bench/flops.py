@@ -3,7 +3,9 @@
 On CPU, FlopCounterMode does not count scaled_dot_product_attention, so attention is switched to
 diffusers' explicit `AttnProcessor` (matmul + softmax) while counting, as the paper's FLOP counts do.
 Counting only needs shapes: a model built on the meta device (`build_model(..., device="meta")`)
-with meta inputs gives the same count as a real forward, in milliseconds.
+with meta inputs gives the same count as a real forward, in milliseconds. On the meta device SDPA
+runs as its matmul decomposition, which the counter sees: models whose attention processors call
+SDPA (the video transformers) are counted with `explicit=False` there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..methods import MethodConfig, make_config
+from .bounds import BOUNDS
 from .patch import TOMESD, patched
 
 
@@ -74,14 +77,47 @@ def count_flops(
     explicit=True (default) counts attention through diffusers' `AttnProcessor`, since SDPA is not
     counted on CPU; the patch is applied first, so the methods' hooks see the same modules.
     """
-    if _on_meta(model) and method not in (None, "none", TOMESD):
+    return int(_count(model, inputs, method, kwargs, explicit, options).get_total_flops())
+
+
+def flops_by_module(
+    model: nn.Module,
+    inputs: Any,
+    method: str | None = None,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    explicit: bool = True,
+    **options: Any,
+) -> tuple[int, dict[str, int]]:
+    """As `count_flops`, plus the FLOPs of every submodule that ran, by qualified name as in
+    `model.named_modules()` ("" is the model). A module's count includes its children's and adds up
+    over its calls in the forward."""
+    counter = _count(model, inputs, method, kwargs, explicit, options)
+    by_module: dict[str, int] = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key == "Global":
+            continue
+        name = key.split(".", 1)[1] if "." in key else ""  # keys are "<ModelClass>.<qualified name>"
+        by_module[name] = int(sum(ops.values()))
+    return int(counter.get_total_flops()), by_module
+
+
+def _count(
+    model: nn.Module,
+    inputs: Any,
+    method: str | None,
+    kwargs: dict[str, Any] | None,
+    explicit: bool,
+    options: dict[str, Any],
+) -> FlopCounterMode:
+    if _on_meta(model) and method not in (None, "none", TOMESD, *BOUNDS):
         method, options = _meta_config(method, options, inputs, kwargs), {}
     attention = explicit_attention(model) if explicit else contextlib.nullcontext()
     with torch.no_grad(), patched(model, method, **options), attention, _inputs_to_meta(model):
         counter = FlopCounterMode(display=False)
         with counter:
             call_model(model, inputs, kwargs)
-    return int(counter.get_total_flops())
+    return counter
 
 
 def _on_meta(model: nn.Module) -> bool:

@@ -8,6 +8,11 @@ Models: "sd2" (SD 2.0-base U-Net), "sdxl" (SDXL-base U-Net), "pixart-alpha" (Pix
 "dit-xl2" (DiT-XL/2), "sd3-medium" (SD3-medium MMDiT), "flux-dev" (FLUX.1-dev). Transformers with
 fixed position tables (DiT, PixArt) are built for the requested image size, as their published
 checkpoints for that size are.
+
+Video transformers (`VIDEO_MODELS`, inputs from `video_inputs` at a frames x height x width size):
+"wan2.1-1.3b" and "wan2.1-14b" (Wan 2.1 text-to-video), "hunyuan-video" (HunyuanVideo),
+"cogvideox-5b" (CogVideoX-5B), "ltx-video" (LTX-Video 0.9). Their published sizes are in
+`VIDEO_SIZES`; `layers=N` builds the first N blocks of a model at full width (a stack of its blocks).
 """
 
 from __future__ import annotations
@@ -119,6 +124,97 @@ FLUX_DEV: dict[str, Any] = dict(
     pooled_projection_dim=768,
     guidance_embeds=True,
     axes_dims_rope=(16, 56, 56),
+)
+
+# Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json. VAE: 4x in time, 8x in space, 16
+# channels; text: UMT5-XXL hidden states padded to 512 tokens.
+WAN21_1_3B: dict[str, Any] = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
+
+# Wan-AI/Wan2.1-T2V-14B-Diffusers, transformer/config.json (same VAE and text encoder as 1.3B).
+WAN21_14B: dict[str, Any] = dict(WAN21_1_3B, num_attention_heads=40, ffn_dim=13824, num_layers=40)
+
+# hunyuanvideo-community/HunyuanVideo, transformer/config.json. VAE: 4x in time, 8x in space, 16
+# channels; text: LLaVA-Llama-3 hidden states, 256 tokens, plus a pooled CLIP-L vector (768).
+HUNYUAN_VIDEO: dict[str, Any] = dict(
+    in_channels=16,
+    out_channels=16,
+    num_attention_heads=24,
+    attention_head_dim=128,
+    num_layers=20,
+    num_single_layers=40,
+    num_refiner_layers=2,
+    mlp_ratio=4.0,
+    patch_size=2,
+    patch_size_t=1,
+    qk_norm="rms_norm",
+    guidance_embeds=True,
+    text_embed_dim=4096,
+    pooled_projection_dim=768,
+    rope_theta=256.0,
+    rope_axes_dim=(16, 56, 56),
+)
+
+# THUDM/CogVideoX-5b, transformer/config.json. VAE: 4x in time, 8x in space, 16 channels; text:
+# T5-XXL hidden states, 226 tokens. Frames-first latent (B, F, C, H, W).
+COGVIDEOX_5B: dict[str, Any] = dict(
+    num_attention_heads=48,
+    attention_head_dim=64,
+    in_channels=16,
+    out_channels=16,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    time_embed_dim=512,
+    text_embed_dim=4096,
+    num_layers=42,
+    attention_bias=True,
+    sample_width=90,
+    sample_height=60,
+    sample_frames=49,
+    patch_size=2,
+    temporal_compression_ratio=4,
+    max_text_seq_length=226,
+    activation_fn="gelu-approximate",
+    timestep_activation_fn="silu",
+    norm_elementwise_affine=True,
+    norm_eps=1e-5,
+    spatial_interpolation_scale=1.875,
+    temporal_interpolation_scale=1.0,
+    use_rotary_positional_embeddings=True,
+    use_learned_positional_embeddings=False,
+)
+
+# Lightricks/LTX-Video (0.9.x, 2B), transformer/config.json. VAE: 8x in time, 32x in space, 128
+# channels, patch 1 (one token per latent pixel); text: T5-XXL hidden states, 128 tokens.
+LTX_VIDEO: dict[str, Any] = dict(
+    in_channels=128,
+    out_channels=128,
+    patch_size=1,
+    patch_size_t=1,
+    num_attention_heads=32,
+    attention_head_dim=64,
+    cross_attention_dim=2048,
+    num_layers=28,
+    activation_fn="gelu-approximate",
+    qk_norm="rms_norm_across_heads",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    caption_channels=4096,
+    attention_bias=True,
+    attention_out_bias=True,
 )
 
 # Tiny variants: the same families and layouts, a few channels wide (smoke runs, tests).
@@ -236,12 +332,134 @@ TINY_SPECS: dict[str, ModelSpec] = {
 MODELS = tuple(SPECS)
 TEXT_TOKENS, TEXT_DIM = 77, 1024
 
+# Tiny video transformers: the same classes and layouts, a few channels wide, a few blocks deep.
+TINY_VIDEO: dict[str, dict[str, Any]] = {
+    "wan": dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,  # Wan's rotary split: 4 + 4 + 4 channels for (t, h, w)
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=8,
+        ffn_dim=32,
+        num_layers=4,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=64,
+    ),
+    "hunyuan": dict(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=2,
+        num_single_layers=2,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=2,
+        patch_size_t=1,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(4, 6, 6),
+    ),
+    "cogvideox": dict(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=8,
+        text_embed_dim=16,
+        num_layers=2,
+        sample_width=8,
+        sample_height=8,
+        sample_frames=5,
+        patch_size=2,
+        max_text_seq_length=6,
+        use_rotary_positional_embeddings=True,
+    ),
+    "ltx": dict(
+        in_channels=8,
+        out_channels=8,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        cross_attention_dim=32,
+        num_layers=2,
+        caption_channels=16,
+    ),
+}
+
+
+def _video(name: str, family: str, cls: str, config: dict[str, Any], text: int, text_dim: int,
+           vae: tuple[int, int], pooled: int = 0) -> ModelSpec:  # fmt: skip
+    """A video transformer's spec; `extra` holds the VAE's (time, space) compression."""
+    return ModelSpec(name, family, cls, config, text, text_dim, pooled, extra={"vae": vae})
+
+
+VIDEO_SPECS: dict[str, ModelSpec] = {
+    "wan2.1-1.3b": _video("wan2.1-1.3b", "wan", "WanTransformer3DModel", WAN21_1_3B, 512, 4096, (4, 8)),
+    "wan2.1-14b": _video("wan2.1-14b", "wan", "WanTransformer3DModel", WAN21_14B, 512, 4096, (4, 8)),
+    "hunyuan-video": _video(
+        "hunyuan-video", "hunyuan", "HunyuanVideoTransformer3DModel", HUNYUAN_VIDEO, 256, 4096, (4, 8), 768
+    ),
+    "cogvideox-5b": _video(
+        "cogvideox-5b", "cogvideox", "CogVideoXTransformer3DModel", COGVIDEOX_5B, 226, 4096, (4, 8)
+    ),
+    "ltx-video": _video("ltx-video", "ltx", "LTXVideoTransformer3DModel", LTX_VIDEO, 128, 4096, (8, 32)),
+}
+TINY_VIDEO_SPECS: dict[str, ModelSpec] = {
+    "wan2.1-1.3b": _video("wan2.1-1.3b", "wan", "WanTransformer3DModel", TINY_VIDEO["wan"], 8, 16, (4, 8)),
+    "wan2.1-14b": _video("wan2.1-14b", "wan", "WanTransformer3DModel", TINY_VIDEO["wan"], 8, 16, (4, 8)),
+    "hunyuan-video": _video(
+        "hunyuan-video", "hunyuan", "HunyuanVideoTransformer3DModel", TINY_VIDEO["hunyuan"], 6, 16, (4, 8), 8
+    ),
+    "cogvideox-5b": _video(
+        "cogvideox-5b", "cogvideox", "CogVideoXTransformer3DModel", TINY_VIDEO["cogvideox"], 6, 16, (4, 8)
+    ),
+    "ltx-video": _video("ltx-video", "ltx", "LTXVideoTransformer3DModel", TINY_VIDEO["ltx"], 6, 16, (8, 32)),
+}
+VIDEO_MODELS = tuple(VIDEO_SPECS)
+
+# The sizes each model was published for, as (frames, height, width) in pixels.
+VIDEO_SIZES: dict[str, dict[str, tuple[int, int, int]]] = {
+    "wan2.1-1.3b": {"480p": (81, 480, 832), "720p": (81, 720, 1280)},
+    "wan2.1-14b": {"480p": (81, 480, 832), "720p": (81, 720, 1280)},
+    "hunyuan-video": {"720p": (129, 720, 1280)},
+    "cogvideox-5b": {"480p": (49, 480, 720)},
+    "ltx-video": {"512p": (121, 512, 768)},
+}
+
 
 def model_spec(name: str, tiny: bool = False) -> ModelSpec:
-    specs = TINY_SPECS if tiny else SPECS
+    specs = {**(TINY_SPECS if tiny else SPECS), **(TINY_VIDEO_SPECS if tiny else VIDEO_SPECS)}
     if name not in specs:
         raise ValueError(f"unknown benchmark model {name!r}; available: {', '.join(specs)}")
     return specs[name]
+
+
+def video_grid(
+    name: str, frames: int, height: int, width: int, *, tiny: bool = False
+) -> dict[str, tuple[int, ...]]:
+    """The latent (frames, height, width) of a video of `frames` x `height` x `width` pixels and its
+    token grid (latent over the patch size): e.g. Wan at 81 x 480 x 832 -> latent (21, 60, 104),
+    tokens (21, 30, 52) = 32,760."""
+    spec = model_spec(name, tiny)
+    vt, vs = spec.extra["vae"]
+    if (frames - 1) % vt or height % vs or width % vs:
+        raise ValueError(
+            f"{name}: {frames} frames of {height}x{width} px do not fit its VAE "
+            f"(frames = 1 + {vt}k, sides multiples of {vs})"
+        )
+    latent = ((frames - 1) // vt + 1, height // vs, width // vs)
+    cfg = spec.config
+    if spec.family == "wan":
+        pt, ph, pw = cfg["patch_size"]
+    elif spec.family == "cogvideox":
+        pt, ph, pw = 1, cfg["patch_size"], cfg["patch_size"]
+    else:
+        p = cfg.get("patch_size", 1)
+        pt, ph, pw = cfg.get("patch_size_t", 1), p, p
+    return {"latent": latent, "tokens": (latent[0] // pt, latent[1] // ph, latent[2] // pw)}
 
 
 @contextlib.contextmanager
@@ -263,16 +481,24 @@ def build_model(
     *,
     pixels: int | None = None,
     tiny: bool = False,
+    layers: int | None = None,
 ) -> nn.Module:
     """A benchmark denoiser with random weights, in eval mode without gradients.
 
     `pixels` sets the sample size of the transformers whose position table is fixed (DiT, PixArt);
-    `tiny` builds the family's tiny variant.
+    `tiny` builds the family's tiny variant; `layers` keeps only the first N transformer blocks
+    (`num_layers`) at full width.
     """
     import diffusers
 
     spec = model_spec(name, tiny)
     config = dict(spec.config)
+    if layers is not None:
+        if layers < 1 or "num_layers" not in config:
+            raise ValueError(
+                f"layers={layers!r}: needs a positive number of blocks and a model with num_layers"
+            )
+        config["num_layers"] = layers
     if spec.sized and pixels is not None:
         config["sample_size"] = latent_size(name, pixels)
     if spec.family == "pixart" and not tiny:
@@ -388,3 +614,61 @@ def example_inputs(
         return v.to(t_device if k == "timestep" else device)
 
     return {k: move(k, v) for k, v in out.items()}
+
+
+def video_inputs(
+    name: str,
+    frames: int,
+    height: int,
+    width: int,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    *,
+    tiny: bool = False,
+) -> dict[str, Any]:
+    """Keyword inputs of one forward of a video transformer on a `frames` x `height` x `width` video
+    (random latent and text states at the model's text length, t = 500). The first entry is the
+    latent. CogVideoX gets no rotary table (the pipeline computes it; it adds no matmul) and
+    HunyuanVideo a guidance of 6 (x 1000, as its pipeline passes it)."""
+    spec = model_spec(name, tiny)
+    f, h, w = video_grid(name, frames, height, width, tiny=tiny)["latent"]
+    cfg = spec.config
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+    t_device = "cpu" if torch.device(device).type == "meta" else device  # as in `example_inputs`
+    t = torch.full((batch,), 500, dtype=torch.int64, device=t_device)
+    ctx = rand(batch, spec.text_tokens, spec.text_dim)
+    c = cfg["in_channels"]
+    out: dict[str, Any]
+    if spec.family == "wan":
+        out = {"hidden_states": rand(batch, c, f, h, w), "timestep": t, "encoder_hidden_states": ctx}
+    elif spec.family == "hunyuan":
+        out = {
+            "hidden_states": rand(batch, c, f, h, w),
+            "timestep": t,
+            "encoder_hidden_states": ctx,
+            "encoder_attention_mask": torch.ones(batch, spec.text_tokens, device=device),
+            "pooled_projections": rand(batch, spec.pooled_dim),
+            "guidance": torch.full((batch,), 6000.0, device=device, dtype=dtype),
+        }
+    elif spec.family == "cogvideox":
+        out = {"hidden_states": rand(batch, f, c, h, w), "encoder_hidden_states": ctx, "timestep": t}
+    elif spec.family == "ltx":
+        out = {
+            "hidden_states": rand(batch, f * h * w, c),
+            "encoder_hidden_states": ctx,
+            "timestep": t,
+            "encoder_attention_mask": torch.ones(batch, spec.text_tokens, device=device),
+            "num_frames": f,
+            "height": h,
+            "width": w,
+        }
+    else:  # pragma: no cover - every video spec has one of the families above
+        raise ValueError(f"{name} is not a video transformer")
+    out["return_dict"] = False
+    return out

@@ -157,6 +157,17 @@ def _sample_keys_context(bundle: Any, keys: torch.Tensor | None, pattern: str):
     return sample_keys(bundle, keys)
 
 
+def _host_timesteps_context(bundle: Any, t_host: torch.Tensor):
+    """Tell a patched denoiser the timesteps of the coming forward as host numbers (on the 0-1000
+    scale of what the denoiser sees: 1000 sigma for flow bundles), so that decisions on t (the KV
+    methods' switch-off) need no read of the device timesteps. A no-op on an unpatched model."""
+    import bigain
+
+    t = t_host.detach().to("cpu").reshape(-1)
+    t = bundle.sigma_at(t.long()).to(torch.float64) * 1000.0 if _is_flow(bundle) else t.to(torch.float64)
+    return bigain.host_timesteps(_denoiser_of(bundle), t.tolist())
+
+
 def _nonfinite_cause(err: torch.Tensor, slot_t: torch.Tensor) -> str | None:
     """A one-line cause if any evaluated entry of ``err`` (classes × slots; NaN = not evaluated,
     written as -inf by ``_evaluate`` when the denoiser itself gave NaN) is not finite, else None."""
@@ -416,7 +427,11 @@ class DiffusionClassifier:
             eps = noise[img_d[sl], slot_d[sl]]
             x0 = x0s[img_d[sl]]
             x_t = _noised(x0, eps, sa_d[sl], sb_d[sl])
-            with _sample_keys_context(self.bundle, keys_all[sl], self.pattern), autocast(device, self.dtype):
+            with (
+                _sample_keys_context(self.bundle, keys_all[sl], self.pattern),
+                _host_timesteps_context(self.bundle, t_all[sl]),
+                autocast(device, self.dtype),
+            ):
                 pred = _predict(self.bundle, x_t.to(param_dtype), t_d[sl], labels_d[sl])
             errors.append(_row_errors(pred, _target(self.bundle, x0, eps), self.loss))
             if self.progress is not None:
@@ -469,7 +484,11 @@ def reference_classify(
                 x_t = _noised(x0.unsqueeze(0), eps, sa, sb)
                 keys = row_keys([image_key], [slot]).to(device)
                 label = torch.tensor([classes[c]], dtype=torch.long, device=device)
-                with _sample_keys_context(bundle, keys, pattern), autocast(device, amp):
+                with (
+                    _sample_keys_context(bundle, keys, pattern),
+                    _host_timesteps_context(bundle, tt),
+                    autocast(device, amp),
+                ):
                     pred = _predict(bundle, x_t.to(param_dtype), tt.to(device), label)
                 err[c, slot] = float(_row_errors(pred, _target(bundle, x0.unsqueeze(0), eps), loss)[0])
         means = {}

@@ -125,7 +125,11 @@ def sample(
             keys = row_keys([mix_keys(cfg.seed, i) for i in idx], [j] * len(idx)) if cfg.keyed else None
             if keys is not None and use_cfg:
                 keys = torch.cat([keys, keys])  # an image's conditional and null rows share their draw
-            with autocast(device, cfg.dtype), bigain.sample_keys(bundle.denoiser, keys):
+            with (
+                autocast(device, cfg.dtype),
+                bigain.sample_keys(bundle.denoiser, keys),
+                bigain.host_timesteps(bundle.denoiser, [float(t)]),  # t is the scheduler's host value
+            ):
                 if use_cfg:
                     null = torch.full_like(y, bundle.null_class)
                     eps = bundle.predict_eps(

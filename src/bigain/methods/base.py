@@ -70,34 +70,40 @@ def check_seed(name: str, value: Any) -> int:
     return value
 
 
+RNG_SOURCES = ("keyed", "generator")
+
+
 @dataclass
 class Draw:
     """Where the random choices of one block call come from.
 
-    keys: per-row int64 keys (the classifier and the sampler key draws by image, t and noise, so a
-    row's draw does not depend on what shares its batch); trace_keys: keys used while compiling,
-    where a torch.Generator cannot be traced; generator: the eager default (tomesd's stream).
+    Default ("keyed"): a counter-based hash on the device, one table per forward (`table`, this
+    block's `slot` in it) keyed per batch row by the timestep, or by the caller's keys
+    (`bigain.sample_keys`): no host data, no generator state, and the same numbers eager and
+    compiled. `keys` without a table hashes this block's draws directly (the same numbers).
+    "generator": tomesd's stream, drawn from `generator` on its own device (eager only).
     """
 
     salt: int
     keys: torch.Tensor | None = None
     generator: torch.Generator | None = None
-    trace_keys: torch.Tensor | None = None
+    table: ops.KeyedTable | None = None
+    slot: int = 0
 
     def window_choice(self, height: int, width: int, sx: int, sy: int, device: torch.device) -> torch.Tensor:
         """A random destination index per sx x sy window: (B or 1, H//sy, W//sx)."""
+        if self.table is not None:
+            return self.table.window_choice(self.slot, height, width, sx, sy)
         if self.keys is not None:
             return ops.keyed_choice(self.keys.to(device), self.salt, height, width, sx, sy)
-        if self.trace_keys is not None:
-            return ops.keyed_choice(self.trace_keys.to(device), self.salt, height, width, sx, sy)
         return ops.random_choice(height, width, sx, sy, self.generator, device)
 
     def normal(self, batch: int, count: int, device: torch.device) -> torch.Tensor:
         """Standard normal noise (batch, count)."""
+        if self.table is not None:
+            return self.table.normal(self.slot, count)
         if self.keys is not None:
             return ops.keyed_normal(self.keys.to(device), self.salt, count)
-        if self.trace_keys is not None:
-            return ops.keyed_normal(self.trace_keys.to(device).expand(batch), self.salt, count)
         gen = self.generator
         gen_device = gen.device if gen is not None else device
         return torch.randn((batch, count), generator=gen, device=gen_device).to(device)
@@ -143,9 +149,15 @@ class MethodConfig:
         md = default_max_downsample if self.max_downsample is None else self.max_downsample
         return {lvl: 1 for lvl in LEVELS if lvl <= md}
 
-    def block_param(self, level: int) -> int:
-        """The per-block parameter for a block chosen by index (`blocks=`)."""
+    def block_param(self, level: int, default_level: int = 1) -> int | None:
+        """The per-block parameter for a block chosen by index (`blocks=`); None: the block would
+        do nothing at this level."""
         return 1
+
+    # -- per forward ---------------------------------------------------------------------------
+    def switched_off(self, host_timesteps: tuple[float, ...] | None) -> bool:
+        """Whether a forward at these timesteps (0-1000 scale, known on the host) runs uncompressed."""
+        return False
 
     # -- report ------------------------------------------------------------------------------
     def reduced_tokens(self, num_tokens: int, height: int, width: int, param: int) -> int:

@@ -11,15 +11,16 @@ import torch
 
 from .. import ops
 from .base import Draw, check
-from .tome import ToMeConfig
+from .tome import MergeConfig
 
 
 @dataclass
-class BiGainTMConfig(ToMeConfig):
+class BiGainTMConfig(MergeConfig):
     """BiGain-TM: the destination of each window is its lowest-Laplacian (smoothest) token.
 
     dst_rule: "paper" (the true per-window arg-min) or "reference" (the official code's grouping of
     row strips, kept to reproduce published numbers); norm: "l1" or "l2" for the Laplacian score.
+    The choice is deterministic, so there is no seed or random source to set.
     """
 
     name: ClassVar[str] = "bigain-tm"

@@ -12,11 +12,11 @@ import torch
 from .. import ops
 from ..precision import DTYPES
 from .base import Draw, check, is_real
-from .windowed import WindowedConfig
+from .windowed import RandomConfig
 
 
 @dataclass
-class SiToConfig(WindowedConfig):
+class SiToConfig(RandomConfig):
     """SiTo: similarity-based token pruning with recovery by copy, noise from an explicit generator.
 
     similarity_dtype: precision of the cosine similarities, scores and noise term ("fp32", "fp16",
@@ -39,6 +39,9 @@ class SiToConfig(WindowedConfig):
         value = names.get(value, value) if isinstance(value, torch.dtype) else aliases.get(value, value)
         check(value in DTYPES, "similarity_dtype", self.similarity_dtype, "one of " + ", ".join(DTYPES))
         self.similarity_dtype = value
+
+    def uses_random(self) -> bool:
+        return self.noise_alpha != 0
 
     def plan(self, metric: torch.Tensor, height: int, width: int, r: int, draw: Draw) -> ops.PrunePlan:
         b, n, _ = metric.shape

@@ -37,16 +37,28 @@ class ToDoConfig(MethodConfig):
         check(self.stop_t is None or is_real(self.stop_t), "stop_t", self.stop_t, "None or a finite number (0-1000 scale)")
 
     def level_params(self, default_max_downsample: int) -> dict[int, int]:
+        """`downsample_factor` at the first compressed level, `downsample_factor_level_2` at the next;
+        `max_downsample` (when given) drops the levels coarser than it."""
         base = default_max_downsample
+        md = self.max_downsample
         out = {}
-        if self.downsample_factor > 1:
-            out[base] = self.downsample_factor
-        if self.downsample_factor_level_2 > 1:
-            out[2 * base] = self.downsample_factor_level_2
+        for level, factor in ((base, self.downsample_factor), (2 * base, self.downsample_factor_level_2)):
+            if factor > 1 and (md is None or level <= md):
+                out[level] = factor
         return out
 
-    def block_param(self, level: int) -> int:
-        return self.downsample_factor
+    def block_param(self, level: int, default_level: int = 1) -> int | None:
+        """A block chosen by index takes the factor of its level: `downsample_factor_level_2` one level
+        below the first compressed one, `downsample_factor` elsewhere (None when that factor is 1)."""
+        factor = self.downsample_factor_level_2 if level == 2 * default_level else self.downsample_factor
+        return factor if factor > 1 else None
+
+    def switched_off(self, host_timesteps: tuple[float, ...] | None) -> bool:
+        """Off when every row is at t <= stop_t; decided only from timesteps known on the host
+        (a tensor is never read: on a GPU that read would stall the host every forward)."""
+        if self.stop_t is None or not host_timesteps:
+            return False
+        return all(t <= self.stop_t for t in host_timesteps)
 
     def reduced_tokens(self, num_tokens: int, height: int, width: int, param: int) -> int:
         return (height // param) * (width // param)
@@ -59,9 +71,24 @@ class ToDoConfig(MethodConfig):
         """Weight of the nearest-exact branch (ToDo: 1, pure nearest)."""
         return 1.0
 
+    def kv_prepare(self, t: torch.Tensor | None, dtype: torch.dtype) -> tuple:
+        """What `kv_source` needs from the timesteps, made once per forward: (alpha, weights).
+        A per-row alpha becomes float32 (what the fused kernel reads) and the reference's rounded
+        blend weights; a scalar alpha stays a Python float."""
+        alpha = self.alpha_for(t)
+        if not isinstance(alpha, torch.Tensor):
+            return alpha, None
+        return alpha.to(torch.float32), ops.blend_weights(alpha, dtype)
+
     def kv_source(
-        self, tokens: torch.Tensor, height: int, width: int, factor: int, t: torch.Tensor | None
+        self,
+        tokens: torch.Tensor,
+        height: int,
+        width: int,
+        factor: int,
+        t: torch.Tensor | None,
+        prepared: tuple | None = None,
     ) -> torch.Tensor:
         """(B, N, C) tokens on an H x W grid -> (B, (H//f)*(W//f), C) key/value source."""
-        # a tensor alpha stays float64 where it is: the operator rounds the weights and moves them
-        return ops.downsample_tokens(tokens, height, width, factor, self.alpha_for(t))
+        alpha, weights = prepared if prepared is not None else self.kv_prepare(t, tokens.dtype)
+        return ops.downsample_tokens(tokens, height, width, factor, alpha, weights)

@@ -10,27 +10,43 @@ import torch
 
 from .. import ops
 from .base import Draw, as_bool, check
-from .windowed import WindowedConfig
+from .windowed import RandomConfig, WindowedConfig
 
 
 @dataclass
-class ToMeConfig(WindowedConfig):
-    """ToMe for SD: one random (or top-left) destination per sx x sy window, bipartite soft matching."""
+class MergeConfig(WindowedConfig):
+    """Bipartite merging after a destination choice per window (`choice`, defined by each method);
+    mode "mean" averages merged tokens into their destination, "prune" drops them."""
 
-    name: ClassVar[str] = "tome"
-    use_rand: bool = True
     mode: str = "mean"
 
     def validate(self) -> None:
         super().validate()
         check(self.mode in ("mean", "prune"), "mode", self.mode, "'mean' or 'prune'")
+
+    def choice(self, metric: torch.Tensor, height: int, width: int, draw: Draw) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def plan(self, metric: torch.Tensor, height: int, width: int, r: int, draw: Draw) -> ops.MergePlan:
+        dst, src = ops.partition(self.choice(metric, height, width, draw), height, width, self.sx, self.sy)
+        return ops.bipartite_merge_plan(metric, dst, src, r, self.mode)
+
+
+@dataclass
+class ToMeConfig(MergeConfig, RandomConfig):
+    """ToMe for SD: one random (or top-left, `use_rand=False`) destination per sx x sy window."""
+
+    name: ClassVar[str] = "tome"
+    use_rand: bool = True
+
+    def validate(self) -> None:
+        super().validate()
         self.use_rand = as_bool("use_rand", self.use_rand)
+
+    def uses_random(self) -> bool:
+        return self.use_rand
 
     def choice(self, metric: torch.Tensor, height: int, width: int, draw: Draw) -> torch.Tensor:
         if not self.use_rand:
             return ops.fixed_choice(height, width, self.sx, self.sy, metric.device)
         return draw.window_choice(height, width, self.sx, self.sy, metric.device)
-
-    def plan(self, metric: torch.Tensor, height: int, width: int, r: int, draw: Draw) -> ops.MergePlan:
-        dst, src = ops.partition(self.choice(metric, height, width, draw), height, width, self.sx, self.sy)
-        return ops.bipartite_merge_plan(metric, dst, src, r, self.mode)

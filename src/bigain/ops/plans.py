@@ -14,11 +14,14 @@ On CUDA with Triton, the matching, the merge and the gathers take the fused kern
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 
 from . import fast
+from .grid import Grid, check_tokens
+from .partition import DEFAULT_WINDOW, partition_windows, score_windows
 
 
 def _gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -43,6 +46,8 @@ class MergePlan:
     order: torch.Tensor | None = field(default=None, repr=False)
     # Fast-path bookkeeping for the one-pass merge (`fast.kernels().merge_segments`), made with the plan on CUDA.
     segments: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
+    # (B, r) row of the reduced sequence each merged source goes into (target + number kept).
+    slot: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in ("mean", "prune"):
@@ -51,7 +56,9 @@ class MergePlan:
             b = self.inverse.shape[0]
             parts = [self.kept_idx, self.dst_idx.expand(b, -1), self.merged_idx]
             self.order = torch.cat(parts, dim=1)
-        self._slot = (self.target + self.kept_idx.shape[1]).unsqueeze(-1)  # (B, r, 1) rows merged into
+        if self.slot is None:
+            self.slot = self.target + self.kept_idx.shape[1]
+        self._slot = self.slot.unsqueeze(-1)  # (B, r, 1) rows merged into
 
     @property
     def num_removed(self) -> int:
@@ -109,8 +116,9 @@ def _without_autocast(device: torch.device) -> contextlib.AbstractContextManager
 def _positions(
     b: int, n: int, device: torch.device, parts: list[tuple[torch.Tensor, torch.Tensor]]
 ) -> torch.Tensor:
-    """Build `inverse`: scatter each (flat ids, positions) part into a (B, N) map."""
-    inverse = torch.zeros(b, n, dtype=torch.int64, device=device)
+    """Build `inverse`: scatter each (flat ids, positions) part into a (B, N) map. The parts' ids
+    cover every token (kept, destinations, removed), so the map starts uninitialised."""
+    inverse = torch.empty(b, n, dtype=torch.int64, device=device)
     for ids, pos in parts:
         inverse.scatter_(1, ids, pos.expand_as(ids))
     return inverse
@@ -149,11 +157,12 @@ def bipartite_merge_plan(
         n_kept, nd = kept_idx.shape[1], dst_idx.shape[1]
         order = torch.cat([kept_idx, dst_idx, merged_idx], dim=1)
         ar = torch.arange(n_kept + nd, device=metric.device, dtype=torch.int64).expand(b, -1)
-        inverse = _positions(b, n, metric.device, [(order, torch.cat([ar, target + n_kept], dim=1))])
+        slot = target + n_kept
+        inverse = _positions(b, n, metric.device, [(order[:, : n_kept + nd], ar), (merged_idx, slot)])
         segments = None
         if use_fast and mode == "mean" and r > 0:
             segments = fast.kernels().merge_segments(kept_idx, dst_idx, merged_idx, target)
-    return MergePlan(kept_idx, merged_idx, dst_idx, target, inverse, mode, order, segments)
+    return MergePlan(kept_idx, merged_idx, dst_idx, target, inverse, mode, order, segments, slot)
 
 
 def similarity_prune_plan(
@@ -168,8 +177,26 @@ def similarity_prune_plan(
     noise: torch.Tensor | None = None,
     similarity_dtype: torch.dtype = torch.float32,
 ) -> PrunePlan:
+    """`prune_plan` on an image (H x W grid, sy x sx windows)."""
+    return prune_plan(
+        metric, Grid.image(height, width), r, (1, sy, sx), beta, noise_alpha, noise, similarity_dtype
+    )
+
+
+def prune_plan(
+    metric: torch.Tensor,
+    grid: Grid,
+    r: int,
+    window: Iterable[int] = DEFAULT_WINDOW,
+    beta: float = 1.0,
+    noise_alpha: float = 0.1,
+    noise: torch.Tensor | None = None,
+    similarity_dtype: torch.dtype = torch.float32,
+) -> PrunePlan:
     """SiTo: representative tokens are destinations; the most redundant sources are pruned.
 
+    `metric` (B, T*H*W, C) on `grid`, one destination per (st, sy, sx) `window` (see
+    `bigain.ops.partition` for why st = 1 is the default on video grids).
     score_i = beta * sum_j cos(x_i, x_j) + noise_alpha * noise_i; each window's arg-max is its
     destination; the r sources whose best destination similarity is highest are pruned and
     later copy the output of their most similar retained token.
@@ -179,10 +206,9 @@ def similarity_prune_plan(
     would otherwise run the matrix product in bf16). SiTo's authors use float16 (their kept-token
     sets); float32 (the default here) separates near-ties that float16 rounds together.
     """
-    from .partition import partition, score_choice
-
     if not similarity_dtype.is_floating_point:
         raise ValueError(f"similarity_dtype must be a floating dtype, got {similarity_dtype}")
+    check_tokens(metric, grid)
     b, n, _ = metric.shape
     with torch.no_grad(), _without_autocast(metric.device):
         use_fast = fast.active(metric)
@@ -196,8 +222,8 @@ def similarity_prune_plan(
             score = beta * sim.sum(dim=-1)
         if noise is not None:
             score = score + noise_alpha * noise.to(score)
-        choice = score_choice(score, height, width, sx, sy, rule="paper", largest=True)
-        dst_idx, src_idx = partition(choice, height, width, sx, sy)
+        choice = score_windows(score, grid, window, rule="paper", largest=True)
+        dst_idx, src_idx = partition_windows(choice, grid, window)
         r = max(0, min(int(r), src_idx.shape[1]))
         if use_fast:
             redundancy = fast.kernels().best_match(unit, src_idx, dst_idx)[0]

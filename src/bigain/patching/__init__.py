@@ -7,10 +7,12 @@ from .api import (
     PatchReport,
     apply,
     compressed,
+    host_timesteps,
     inspect_model,
     is_patched,
     remove,
     sample_keys,
+    set_grid,
 )
 
 __all__ = [
@@ -20,9 +22,11 @@ __all__ = [
     "PatchedBlock",
     "apply",
     "compressed",
+    "host_timesteps",
     "inspect_model",
     "is_patched",
     "remove",
     "resolve_denoiser",
     "sample_keys",
+    "set_grid",
 ]

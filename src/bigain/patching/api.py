@@ -13,7 +13,7 @@ from torch import nn
 
 from ..backbones import Backbone, Block, find_backbone, resolve_denoiser
 from ..methods import MethodConfig, make_config
-from .hooks import BlockPatch, PatchState
+from .hooks import MECHANISM_HOOKS, PatchState
 
 _ATTR = "_bigain_patch"
 
@@ -93,8 +93,9 @@ class PatchReport:
 
 
 def select_blocks(info: ModelInfo, cfg: MethodConfig) -> list[tuple[Block, int]]:
-    """(block, per-block parameter) for every block the method acts on."""
-    if cfg.mechanism == "none":
+    """(block, per-block parameter) for every block the method acts on (a block the method would
+    leave untouched at its level, e.g. a KV factor of 1, is left out)."""
+    if cfg.mechanism not in MECHANISM_HOOKS:
         return []
     n = len(info.blocks)
     blocks = cfg.blocks
@@ -110,7 +111,8 @@ def select_blocks(info: ModelInfo, cfg: MethodConfig) -> list[tuple[Block, int]]
         if bad:
             raise ValueError(f"option blocks={list(blocks)!r} is out of range: this model has {n} blocks (0..{n - 1})")
         chosen = [info.blocks[i] for i in sorted(set(blocks))]
-    return [(b, cfg.block_param(b.level)) for b in chosen]
+    params = [(b, cfg.block_param(b.level, info.default_level)) for b in chosen]
+    return [(b, p) for b, p in params if p is not None]
 
 
 def _token_counts(info: ModelInfo, block: Block, cfg: MethodConfig, param: int) -> tuple[int | None, int | None]:
@@ -131,6 +133,8 @@ def remove(model_or_pipeline: object) -> None:
     state: PatchState | None = getattr(den, _ATTR, None)
     if state is None:
         return
+    if state._rebind:  # a deep copy never called: bind its hooks to it before taking them off
+        state.hooks.rebind()
     state.hooks.remove()
     delattr(den, _ATTR)
 
@@ -151,25 +155,44 @@ def _empty(info: ModelInfo, cfg: MethodConfig) -> None:
 
 
 def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", **options: Any) -> PatchReport:
-    """Patch a diffusers pipeline or denoiser with a compression method (replacing any earlier patch).
+    """Patch a diffusers pipeline or denoiser with a compression method.
 
     `method` is a name from `bigain.list_methods()` or a config object; `options` are that method's
     fields (ratio, sx, sy, max_downsample, blocks, use_rand, merge_attn, downsample_factor, alpha, ...).
+    A model patched already gets the new patch in place of the old one, with a warning that says so
+    (`bigain.remove` first to avoid it).
     """
     cfg = make_config(method, **options)
     info = inspect_model(model_or_pipeline)
     den = info.denoiser
+    why = info.backbone.refusal(cfg.name, cfg.mechanism)
+    if why:
+        raise ValueError(f"bigain: {cfg.name} does not apply to {type(den).__name__}: {why}")
     selected = select_blocks(info, cfg)
     if cfg.mechanism != "none" and not selected:
         _empty(info, cfg)
+    previous: PatchState | None = getattr(den, _ATTR, None)
+    if previous is not None:
+        warnings.warn(
+            f"bigain: {type(den).__name__} was patched with {previous.config.name}; that patch is replaced "
+            f"by {cfg.name} (call bigain.remove(model) first to silence this)",
+            stacklevel=2,
+        )
     remove(den)
     state = PatchState(cfg, info.backbone)
-    state.hooks.pre(den, state.denoiser_pre)
+    state.hooks.pre(den, state.denoiser_pre, wrap=True)
     report = PatchReport(cfg.name, type(den).__name__, cfg.as_dict())
+    hook_class = MECHANISM_HOOKS.get(cfg.mechanism)
+    if selected:
+        state.first_block = min(b.index for b, _ in selected)
+        state.last_block = max(b.index for b, _ in selected)
     for block, param in selected:
-        BlockPatch(state, block, param).install(state.hooks)
+        patch = hook_class(state, block, param)
+        patch.install(state.hooks)
+        state.patches.append(patch)
         tokens, reduced = _token_counts(info, block, cfg, param)
         report.blocks.append(PatchedBlock(block.index, block.name, block.level, tokens, reduced))
+    state.hooks.post(den, state.denoiser_post, wrap=True)
     state.hooks.install()
     setattr(den, _ATTR, state)
     return report
@@ -180,6 +203,7 @@ def compressed(model_or_pipeline: object, method: str | MethodConfig = "bigain-t
     """Context manager: patch on entry, restore the previous state (unpatched or an earlier patch) on exit."""
     den = resolve_denoiser(model_or_pipeline)
     previous: PatchState | None = getattr(den, _ATTR, None)
+    remove(den)
     report = apply(den, method, **options)
     try:
         yield report
@@ -189,13 +213,32 @@ def compressed(model_or_pipeline: object, method: str | MethodConfig = "bigain-t
             apply(den, previous.config)
 
 
+def _state(model_or_pipeline: object) -> PatchState | None:
+    return getattr(resolve_denoiser(model_or_pipeline), _ATTR, None)
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host keys onto the device without stalling it: through pinned memory on CUDA."""
+    if x.device == device:
+        return x
+    if x.device.type == "cpu" and device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def _model_device(den: nn.Module) -> torch.device:
+    for p in den.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 @contextlib.contextmanager
 def sample_keys(model_or_pipeline: object, keys: torch.Tensor | None) -> Iterator[None]:
     """Make every random choice of batch row b a pure function of (seed, keys[b], block).
 
     Used by the diffusion classifier so that all classes of one (image, t, noise) see the
-    same ToMe destinations / SiTo noise, whatever else shares the batch. A no-op on an
-    unpatched model.
+    same ToMe destinations / SiTo noise, whatever else shares the batch. The keys go to the
+    model's device here, once, not in every block. A no-op on an unpatched model.
     """
     den = resolve_denoiser(model_or_pipeline)
     state: PatchState | None = getattr(den, _ATTR, None)
@@ -203,8 +246,54 @@ def sample_keys(model_or_pipeline: object, keys: torch.Tensor | None) -> Iterato
         yield
         return
     old = state.keys
-    state.keys = None if keys is None else torch.as_tensor(keys, dtype=torch.int64)
+    if keys is not None:
+        keys = _to_device(torch.as_tensor(keys, dtype=torch.int64), _model_device(den))
+    state.keys = keys
     try:
         yield
     finally:
         state.keys = old
+
+
+@contextlib.contextmanager
+def host_timesteps(model_or_pipeline: object, timesteps: Any) -> Iterator[None]:
+    """Tell the patch the timesteps (0-1000 scale, one per batch row or one for all) of the forwards
+    inside, as host numbers.
+
+    bigain never reads a timestep tensor (on a GPU the read would stall the host every forward), so a
+    decision on t (ToDo / BiGain-TD switch off at t <= stop_t) is taken from Python-number timesteps
+    or from these. The sampler and the classifier pass what they hold; under torch.compile the
+    decision is a guarded Python value (one extra graph for the switched-off step, no recompiles).
+    """
+    state = _state(model_or_pipeline)
+    if state is None:
+        yield
+        return
+    old = state.host_timesteps, state.host_off
+    if isinstance(timesteps, torch.Tensor):
+        if timesteps.device.type != "cpu":
+            raise ValueError("bigain.host_timesteps takes host values (Python numbers or a CPU tensor)")
+        values = tuple(float(v) for v in timesteps.reshape(-1).tolist())
+    elif isinstance(timesteps, (int, float)):
+        values = (float(timesteps),)
+    else:
+        values = tuple(float(v) for v in timesteps)
+    state.host_timesteps, state.host_off = values, state.config.switched_off(values)
+    try:
+        yield
+    finally:
+        state.host_timesteps, state.host_off = old
+
+
+def set_grid(model_or_pipeline: object, grid: tuple[int, int] | None) -> None:
+    """Pin the token grid (rows, cols) for forwards with that many image tokens, where the model's
+    inputs do not say it without a host read (Flux's `img_ids` under torch.compile); None unpins."""
+    state = _state(model_or_pipeline)
+    if state is None:
+        raise ValueError("bigain.set_grid: the model is not patched; call bigain.apply first")
+    if grid is not None:
+        ok = isinstance(grid, (tuple, list)) and len(grid) == 2 and all(isinstance(v, int) and v > 0 for v in grid)
+        if not ok:
+            raise ValueError(f"bigain.set_grid: grid={grid!r} must be (rows, cols), two positive integers")
+        grid = (int(grid[0]), int(grid[1]))
+    state.backbone_cache["pinned"] = grid

@@ -1,17 +1,25 @@
-"""The hooks of a patch, generic over the backbone adapter's description and the method's mechanism.
+"""The hooks of a patch, generic over the backbone adapter's description; one hook class per mechanism.
 
-Per forward, a pre-hook on the denoiser asks the adapter for the token grid and the timesteps.
-Token methods ("tokens"): a plan is made per block call from the metric (the block input, or the
-attention input) by the method's own `make_plan`; pre-hooks on the sub-layers the method reduces
-give them the reduced image tokens and post-hooks expand their outputs back. KV methods ("kv"):
-the attention gets a downsampled copy of the image tokens as its key/value source, through
-`encoder_hidden_states` on plain self-attention, or through pre-hooks on `to_k`/`to_v` where the
-attention also carries text (SD3/Flux). Text tokens are never touched. Nothing of the model is
-replaced, so removing the hooks restores it exactly.
+Per forward, a pre-hook on the denoiser asks the adapter for the token grid and the timesteps and
+opens a `Forward` (what every block of this forward shares: the random table, the KV weights,
+rotary rows); a post-hook on the denoiser closes it, so no tensor of one forward outlives it (a
+captured CUDA graph would otherwise keep stale tensors) and a block called outside a forward fails.
+
+- `TokenHooks` ("tokens": ToMe, BiGain-TM, SiTo): a plan per block call from the metric (the block
+  input, or the attention input) by the method's `make_plan`; pre-hooks on the sub-layers the method
+  reduces give them the reduced image tokens and post-hooks expand their outputs back.
+- `KVHooks` ("kv": ToDo, BiGain-TD): the attention gets a downsampled copy of the image tokens as its
+  key/value source, through `encoder_hidden_states` on plain self-attention, or through pre-hooks on
+  `to_k`/`to_v` where the attention also carries text (SD3/Flux).
+
+Text tokens are never touched. Nothing of the model is replaced, so removing the hooks restores it
+exactly. The hot path is sync-free: nothing here reads a device tensor on the host or builds a
+tensor from host data inside a forward (see docs/architecture.md, "Hot path").
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -55,10 +63,42 @@ def _plan_positions(plan: Any) -> torch.Tensor:
     return torch.cat([plan.kept_idx, plan.dst_idx], dim=1)
 
 
-def _kv_positions(height: int, width: int, factor: int, device: torch.device) -> torch.Tensor:
-    """Token index that each downsampled key sits at (its nearest-exact sample): (N / factor**2,)."""
-    grid = torch.arange(height * width, device=device, dtype=torch.float32).view(1, 1, height, width)
-    return ops.nearest_exact(grid, factor).flatten().round().to(torch.int64)
+class Forward:
+    """What the blocks of one denoiser forward share; made by the denoiser pre-hook, dropped after."""
+
+    def __init__(self, state: PatchState, info: ForwardInfo) -> None:
+        self.state = state
+        self.info = info
+        self.grid = info.grid
+        self.timesteps = info.timesteps
+        if state.host_timesteps is not None:
+            # decided when the caller said the timesteps: inside a compiled forward this is one
+            # guarded bool (at most one more graph), not a guard on every timestep value
+            self.off = state.host_off
+        else:
+            self.off = state.config.switched_off(info.host_timesteps)
+        self.cache: dict[Any, Any] = {}
+
+    def table(self, batch: int, device: torch.device) -> ops.KeyedTable:
+        """This forward's random numbers: keyed by the caller's per-row keys (`bigain.sample_keys`),
+        else by each row's timestep (no timestep: by 0)."""
+        table = self.cache.get("table")
+        if table is None:
+            st = self.state
+            span = (st.seed, st.first_block, st.last_block)
+            if st.keys is not None:
+                table = ops.KeyedTable.for_keys(st.keys, *span)
+            else:
+                t = self.timesteps if self.timesteps is not None else torch.zeros(batch, device=device)
+                table = ops.KeyedTable.for_timesteps(t, *span)
+            self.cache["table"] = table
+        return table
+
+    def kv_prepared(self, dtype: torch.dtype) -> tuple:
+        key = ("kv", dtype)
+        if key not in self.cache:
+            self.cache[key] = self.state.config.kv_prepare(self.timesteps, dtype)
+        return self.cache[key]
 
 
 class PatchState:
@@ -68,101 +108,110 @@ class PatchState:
         self.config = config
         self.backbone = backbone
         self.hooks = HookSet()
-        self.forward: ForwardInfo | None = None
-        self.kv_off = False
-        self.keys: torch.Tensor | None = None
-        self.generator: torch.Generator | None = getattr(config, "generator", None)
-        if self.generator is None and hasattr(config, "seed"):
-            self.generator = torch.Generator().manual_seed(int(config.seed))
+        self.patches: list[_BlockHooks] = []
+        self.forward: Forward | None = None
+        self.keys: torch.Tensor | None = None  # per-row keys from `bigain.sample_keys`, on the device
+        self.host_timesteps: tuple[float, ...] | None = None  # from `bigain.host_timesteps`
+        self.host_off = False  # the config's switch-off decision for `host_timesteps`
+        self.backbone_cache: dict[str, Any] = {}  # what the adapter learns about this model (Flux grids)
+        self.seed = int(getattr(config, "seed", 0))
+        self.first_block = self.last_block = 0
+        self.stream = getattr(config, "rng", None) == "generator" and config.uses_random()
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._rebind = False  # a deep copy: its sub-layers' hooks are rebound at its first forward
+
+    def __deepcopy__(self, memo: dict) -> PatchState:
+        """A copy of a patched model owns its random state: generators are copied, not shared."""
+        new = copy.copy(self)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            if k == "_generators":
+                new._generators = {d: _copy_generator(g) for d, g in v.items()}
+            elif k == "config":
+                cfg = copy.copy(v)
+                if getattr(cfg, "generator", None) is not None:
+                    cfg.generator = _copy_generator(cfg.generator)
+                new.config = cfg
+            elif k != "backbone":
+                setattr(new, k, copy.deepcopy(v, memo))
+        # The copy's sub-layers still call the original's hooks through diffusers' registry closures;
+        # their copies are complete only when the whole model is, so rebind at the copy's first forward.
+        new._rebind = True
+        return new
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """tomesd's stream (rng="generator"): the config's generator, else one per device from `seed`."""
+        gen = getattr(self.config, "generator", None)
+        if gen is not None:
+            return gen
+        device = torch.device(device)
+        if device not in self._generators:
+            try:
+                gen = torch.Generator(device=device)
+            except RuntimeError:  # a device without generators (meta): draw on the CPU, copy over
+                gen = torch.Generator()
+            self._generators[device] = gen.manual_seed(self.seed)
+        return self._generators[device]
 
     def denoiser_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        info = self.backbone.read_forward(module, args, kwargs)
-        self.forward = info
-        stop = getattr(self.config, "stop_t", None)
-        # Switch-off for KV methods: only when every row is at t <= stop_t. Decided on the host: free
-        # for host timesteps; device timesteps are read once (not while compiling: see the docs).
-        self.kv_off = False
-        if stop is not None and info.timesteps is not None and not ops.is_compiling():
-            t = info.host_timesteps if info.host_timesteps is not None else info.timesteps.cpu()
-            self.kv_off = bool((t <= stop).all())
+        if self._rebind:
+            self.hooks.rebind()
+            self._rebind = False
+        info = self.backbone.read_forward(module, args, kwargs, self.backbone_cache)
+        self.forward = Forward(self, info)
 
-    def current(self) -> ForwardInfo:
+    def denoiser_post(self, module: nn.Module, output: Any) -> None:
+        self.forward = None
+        for p in self.patches:
+            p.clear()
+        return None
+
+    def current(self) -> Forward:
         if self.forward is None:
-            raise RuntimeError("bigain: a block was called outside a forward of the patched denoiser")
+            raise RuntimeError(
+                "bigain: a patched block was called outside a forward of its denoiser; call the whole "
+                "model (bigain reads the token grid and timesteps from the denoiser's inputs)"
+            )
         return self.forward
 
 
-class BlockPatch:
-    """The hooks of one transformer block and what they share during one block call."""
+def _copy_generator(gen: torch.Generator) -> torch.Generator:
+    new = torch.Generator(device=gen.device)
+    new.set_state(gen.get_state())
+    return new
+
+
+class _BlockHooks:
+    """What the hooks of one transformer block share: the block, its grid, the rotary tables."""
 
     def __init__(self, state: PatchState, block: Block, param: int) -> None:
         self.state = state
         self.block = block
         self.cfg = state.config
         self.param = param  # KV methods: the downsample factor of this block
-        self.plan: Any = None
-        self.salt = (int(getattr(self.cfg, "seed", 0)) * 1_000_003 + block.index * 7919 + 17) & 0xFFFFFFFF
-        metric = getattr(self.cfg, "metric", "auto")
-        self.metric = state.backbone.default_metric if metric == "auto" else metric
-        self._kv_in: torch.Tensor | None = None  # projection mode: the tensor to_k/to_v must replace
-        self._kv_src: torch.Tensor | None = None
-        self._t_len = 0  # text prefix length of the current call (Flux single-stream blocks)
         # Rotary tables moved out of the attention call when it sees other tokens than the model made:
         # (q image, k image, text) as (cos, sin) pairs; None when the attention applies its own.
         self._rope: tuple[Any, Any, Any] | None = None
         self.rope_kwarg: str | None = getattr(state.backbone, "rope_kwarg", None)
 
-    # -- shared ------------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Drop everything of the forward that just ended."""
+        self._rope = None
+
     def _image(self, x: torch.Tensor) -> tuple[int, torch.Tensor, tuple[int, int]]:
         """(text prefix length, image tokens, grid) of a sub-layer input."""
-        info = self.state.current()
+        fwd = self.state.current()
         if self.block.text_prefix:
-            gh, gw = info.grid
+            gh, gw = fwd.grid
             t = x.shape[1] - gh * gw
             img = x[:, t:]
         else:
             t, img = 0, x
-        return t, img, self.state.backbone.grid(info, self.block, img.shape[1])
+        return t, img, self.state.backbone.grid(fwd.info, self.block, img.shape[1])
 
-    def _draw(self) -> Draw:
-        st = self.state
-        trace = None
-        if st.keys is None and ops.is_compiling():
-            t = st.forward.timesteps if st.forward is not None else None
-            trace = torch.zeros(1, dtype=torch.int64) if t is None else t[:1].to(torch.int64)
-        return Draw(self.salt, st.keys, st.generator, trace)
-
-    # -- install -----------------------------------------------------------------------------
     def install(self, hooks: HookSet) -> None:
-        roles = self.block.roles
-        attn = roles["attn"]
         if self.rope_kwarg is not None:
-            self._install_rope(attn, hooks)
-        if self.cfg.mechanism == "kv":
-            hooks.pre(attn, self._kv_pre)
-            if self.block.joint or self.block.text_prefix:
-                if getattr(attn, "fused_projections", False) or not hasattr(attn, "to_k"):
-                    raise ValueError(
-                        f"bigain: {self.cfg.name} needs separate to_k/to_v projections in {self.block.name}; "
-                        "call unfuse_qkv_projections() on the model first"
-                    )
-                hooks.pre(attn.to_k, self._kv_proj_pre)
-                hooks.pre(attn.to_v, self._kv_proj_pre)
-                hooks.post(attn, self._kv_post)
-            return
-        if self.metric == "block":
-            hooks.pre(self.block.module, self._block_pre)
-        hooks.pre(attn, self._attn_pre)
-        reduced = self.cfg.reduced_roles()
-        if "attn" in reduced:
-            hooks.post(attn, self._expand_post)
-            if "attn2" in roles:
-                hooks.pre(roles["attn2"], self._reduce_pre)
-                hooks.post(roles["attn2"], self._expand_post)
-        for role in ("cross", "ff"):
-            if role in reduced and role in roles:
-                hooks.pre(roles[role], self._reduce_pre)
-                hooks.post(roles[role], self._expand_post)
+            self._install_rope(self.block.roles["attn"], hooks)
 
     # -- rotary embeddings (Flux) ------------------------------------------------------------
     def _install_rope(self, attn: nn.Module, hooks: HookSet) -> None:
@@ -177,27 +226,24 @@ class BlockPatch:
                     hooks.post(getattr(attn, name), lambda m, out: self._rope_post(out, 2, False))
         hooks.post(attn, self._rope_clear)
 
-    def _take_rope(self, kwargs: dict, q_pos: torch.Tensor | None, k_pos: torch.Tensor | None) -> dict:
-        """Remove the rotary tables from the attention call and keep the rows the new tokens need
-        (positions None: every image row, in order)."""
+    def _split_rope(self, tables: tuple) -> tuple:
+        cos, sin = tables
+        gh, gw = self.state.current().grid
+        n_text = cos.shape[0] - gh * gw
+        return (cos[:n_text], sin[:n_text]), cos[n_text:], sin[n_text:]
+
+    def _take_rope(self, kwargs: dict, q_pos: torch.Tensor | None, k_rows: Any) -> dict:
+        """Remove the rotary tables from the attention call; keep the rows the new tokens need
+        (q_pos None: every image row, in order; k_rows: "q" for the queries' rows, or a callable
+        giving the key rows from the image tables)."""
         tables = kwargs.get(self.rope_kwarg)
         if tables is None:
             self._rope = None
             return kwargs
-        cos, sin = tables
-        gh, gw = self.state.current().grid
-        n_text = cos.shape[0] - gh * gw
-        text = (cos[:n_text], sin[:n_text])
-        img_cos, img_sin = cos[n_text:], sin[n_text:]
-
-        def rows(pos: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-            if pos is None:
-                return img_cos, img_sin
-            pos = pos.to(img_cos.device)
-            return img_cos[pos], img_sin[pos]
-
-        q_rows = rows(q_pos)
-        self._rope = (q_rows, q_rows if k_pos is q_pos else rows(k_pos), text)
+        text, img_cos, img_sin = self._split_rope(tables)
+        q_rows = (img_cos, img_sin) if q_pos is None else (img_cos[q_pos], img_sin[q_pos])
+        k = q_rows if k_rows == "q" else k_rows(img_cos, img_sin)
+        self._rope = (q_rows, k, text)
         kwargs = dict(kwargs)
         kwargs[self.rope_kwarg] = None
         return kwargs
@@ -217,11 +263,57 @@ class BlockPatch:
         self._rope = None
         return None
 
-    # -- token methods -----------------------------------------------------------------------
+
+class TokenHooks(_BlockHooks):
+    """Reduce the tokens the chosen sub-layers see (merge or prune plan) and expand their outputs."""
+
+    def __init__(self, state: PatchState, block: Block, param: int) -> None:
+        super().__init__(state, block, param)
+        self.plan: Any = None
+        self.salt = ops.block_salt(state.seed, block.index)
+        metric = getattr(self.cfg, "metric", "auto")
+        self.metric = state.backbone.default_metric if metric == "auto" else metric
+        self.reduced = self.cfg.reduced_roles()
+        self._t_len = 0  # text prefix length of the current call (Flux single-stream blocks)
+
+    def clear(self) -> None:
+        super().clear()
+        self.plan = None
+
+    def install(self, hooks: HookSet) -> None:
+        super().install(hooks)
+        roles = self.block.roles
+        attn = roles["attn"]
+        if self.metric == "block":
+            hooks.pre(self.block.module, self._block_pre)
+        hooks.pre(attn, self._attn_pre)
+        if "attn" in self.reduced:
+            hooks.post(attn, self._expand_post)
+            if "attn2" in roles:
+                hooks.pre(roles["attn2"], self._reduce_pre)
+                hooks.post(roles["attn2"], self._expand_post)
+        for role in ("cross", "ff"):
+            if role in self.reduced and role in roles:
+                hooks.pre(roles[role], self._reduce_pre)
+                hooks.post(roles[role], self._expand_post)
+
+    def _draw(self, batch: int, device: torch.device) -> Draw:
+        st = self.state
+        if not self.cfg.uses_random():
+            return Draw(self.salt)
+        if st.stream:
+            if ops.is_compiling():
+                raise RuntimeError(
+                    f"bigain: {self.cfg.name} with rng='generator' draws from a torch.Generator, which "
+                    "torch.compile cannot trace; use the default rng='keyed'"
+                )
+            return Draw(self.salt, generator=st.generator(device))
+        return Draw(self.salt, table=st.current().table(batch, device), slot=self.block.index)
+
     def _make_plan(self, x: torch.Tensor) -> None:
         _, img, (h, w) = self._image(x)
         self.cfg.check_grid(h, w, f"block {self.block.name}")
-        self.plan = self.cfg.make_plan(img, h, w, self._draw())
+        self.plan = self.cfg.make_plan(img, h, w, self._draw(img.shape[0], img.device))
 
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
         if not self.block.text_prefix:
@@ -244,12 +336,11 @@ class BlockPatch:
         if self.metric == "attn":
             self.plan = None
             self._make_plan(x)
-        if self.plan is None or "attn" not in self.cfg.reduced_roles():
+        if self.plan is None or "attn" not in self.reduced:
             return None
         args, kwargs = _with_hidden(args, kwargs, self._reduce(x))
         if self.rope_kwarg is not None:
-            pos = _plan_positions(self.plan)
-            kwargs = self._take_rope(kwargs, pos, pos)
+            kwargs = self._take_rope(kwargs, _plan_positions(self.plan), "q")
         return args, kwargs
 
     def _reduce_pre(self, module: nn.Module, args: tuple, kwargs: dict):
@@ -271,21 +362,54 @@ class BlockPatch:
             return (self._expand(output[0]),) + tuple(output[1:])
         return self._expand(output)
 
-    # -- KV methods --------------------------------------------------------------------------
+
+class KVHooks(_BlockHooks):
+    """Give the attention a downsampled key/value source; queries keep every token."""
+
+    def __init__(self, state: PatchState, block: Block, param: int) -> None:
+        super().__init__(state, block, param)
+        self.attn = block.roles["attn"]
+        self.projections = block.joint or block.text_prefix
+        self._kv_in: torch.Tensor | None = None  # projection mode: the tensor to_k/to_v must replace
+        self._kv_src: torch.Tensor | None = None
+        self._kv_hits = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self._kv_in = self._kv_src = None
+
+    def install(self, hooks: HookSet) -> None:
+        super().install(hooks)
+        attn = self.attn
+        hooks.pre(attn, self._kv_pre)
+        if self.projections:
+            self._check_unfused()
+            hooks.pre(attn.to_k, self._kv_proj_pre)
+            hooks.pre(attn.to_v, self._kv_proj_pre)
+            hooks.post(attn, self._kv_post)
+
+    def _check_unfused(self) -> None:
+        if getattr(self.attn, "fused_projections", False) or not hasattr(self.attn, "to_k"):
+            raise RuntimeError(
+                f"bigain: {self.cfg.name} needs separate to_k/to_v projections in {self.block.name}, but they "
+                "are fused; call unfuse_qkv_projections() on the model (or apply bigain after it)"
+            )
+
     def _kv_pre(self, module: nn.Module, args: tuple, kwargs: dict):
         self._kv_in = self._kv_src = None
-        st = self.state
-        if st.kv_off or self.param <= 1:
+        fwd = self.state.current()
+        if fwd.off:
             return None
+        self._check_unfused()  # fused after `apply`: keys and values would bypass the hooks
         x = _hidden(args, kwargs)
         t_len, img, (h, w) = self._image(x)
         self.cfg.check_grid(h, w, self.param, f"block {self.block.name}")
-        src = self.cfg.kv_source(img, h, w, self.param, st.current().timesteps)
-        if self.block.joint or self.block.text_prefix:
-            self._kv_in = x
+        src = self.cfg.kv_source(img, h, w, self.param, fwd.timesteps, fwd.kv_prepared(img.dtype))
+        if self.projections:
+            self._kv_in, self._kv_hits = x, 0
             self._kv_src = torch.cat([x[:, :t_len], src], dim=1) if t_len else src
             if self.rope_kwarg is not None:
-                kwargs = self._take_rope(kwargs, None, _kv_positions(h, w, self.param, x.device))
+                kwargs = self._take_rope(kwargs, None, lambda c, s: self._key_rows(fwd, c, s, h, w))
                 return args, kwargs
             return None
         if kwargs.get("encoder_hidden_states") is not None:
@@ -297,13 +421,39 @@ class BlockPatch:
         kwargs["encoder_hidden_states"] = src
         return args, kwargs
 
+    def _key_rows(self, fwd: Forward, cos: torch.Tensor, sin: torch.Tensor, h: int, w: int) -> tuple:
+        """Rotary rows of the downsampled keys (their nearest-exact sample's position): the same for
+        every block of the forward, so gathered once."""
+        seen = fwd.cache.setdefault("rope-kv", [])
+        for table, factor, rows in seen:
+            if table is cos and factor == self.param:
+                return rows
+        pos = ops.nearest_positions(h, w, self.param, cos.device)
+        rows = (cos[pos], sin[pos])
+        seen.append((cos, self.param, rows))
+        return rows
+
     def _kv_proj_pre(self, module: nn.Module, args: tuple, kwargs: dict):
         if self._kv_src is None:
             return None
         if not args or args[0] is not self._kv_in:
-            return None
+            raise RuntimeError(
+                f"bigain: {self.cfg.name} could not give {self.block.name} its keys and values: the "
+                "attention processor passes another tensor to to_k/to_v than the attention's input "
+                "(a processor bigain does not know); use diffusers' default attention processor"
+            )
+        self._kv_hits += 1
         return (self._kv_src,) + tuple(args[1:]), kwargs
 
     def _kv_post(self, module: nn.Module, output: Any) -> None:
+        pending, hits = self._kv_src is not None, self._kv_hits
         self._kv_in = self._kv_src = None
+        if pending and hits < 2:
+            raise RuntimeError(
+                f"bigain: {self.cfg.name} did nothing in {self.block.name}: its keys and values never went "
+                "through to_k/to_v (fused projections or a processor bigain does not know)"
+            )
         return None
+
+
+MECHANISM_HOOKS: dict[str, type[_BlockHooks]] = {"tokens": TokenHooks, "kv": KVHooks}

@@ -9,6 +9,7 @@ and a post function `(module, output) -> None | output`; removal leaves the modu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,49 @@ def _run_post(fns: list[Post], module: nn.Module, output: Any) -> Any:
     return output
 
 
+class _WrappedForward:
+    """A denoiser's forward with bigain's pre and post functions around it.
+
+    Set as the module's `forward` instance attribute, as diffusers' registry does, so that
+    `torch.compile(model)` traces the hooks and the model in one graph; but as an object rather than a
+    closure, so that `copy.deepcopy` of the model copies it bound to the copy (a closure would keep
+    calling the original). `inner`: the forward found on the instance at install (another wrapper),
+    None for the class's own.
+    """
+
+    def __init__(self, module: nn.Module, pre: list[Pre], post: list[Post], inner: Any) -> None:
+        self.module, self.pre, self.post, self.inner = module, pre, post, inner
+        bound = inner if inner is not None else module.forward
+        functools.update_wrapper(self, bound)  # signature and name of the model's own forward
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs = _run_pre(self.pre, self.module, args, kwargs)
+        if self.inner is not None:
+            out = self.inner(*args, **kwargs)
+        else:
+            out = type(self.module).forward(self.module, *args, **kwargs)
+        return _run_post(self.post, self.module, out)
+
+
+class _TorchPre:
+    """A torch forward pre-hook running bigain's pre functions (an object, not a closure, so that
+    `copy.deepcopy` of a patched model copies it with the functions it calls)."""
+
+    def __init__(self, fns: list[Pre]) -> None:
+        self.fns = fns
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return _run_pre(self.fns, module, args, kwargs)
+
+
+class _TorchPost:
+    def __init__(self, fns: list[Post]) -> None:
+        self.fns = fns
+
+    def __call__(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        return _run_post(self.fns, module, output)
+
+
 if ModelHook is not None:
 
     class _DiffusersHook(ModelHook):
@@ -65,37 +109,71 @@ class HookSet:
         self._pre: dict[nn.Module, list[Pre]] = {}
         self._post: dict[nn.Module, list[Post]] = {}
         self._order: list[nn.Module] = []
+        self._wrapped: list[nn.Module] = []  # modules whose forward bigain wraps itself (the denoiser)
+        self._wrappers: list[tuple[nn.Module, _WrappedForward]] = []
         self._handles: list[Any] = []
         self._registered: list[nn.Module] = []
 
-    def _track(self, module: nn.Module) -> None:
+    def _track(self, module: nn.Module, wrap: bool) -> None:
         if module not in self._pre:
             self._pre[module], self._post[module] = [], []
             self._order.append(module)
+        if wrap and module not in self._wrapped:
+            self._wrapped.append(module)
 
-    def pre(self, module: nn.Module, fn: Pre) -> None:
-        self._track(module)
+    def pre(self, module: nn.Module, fn: Pre, wrap: bool = False) -> None:
+        """Add a pre function; `wrap`: install by wrapping the module's forward (`_WrappedForward`; the
+        denoiser: one graph under torch.compile, and a deep copy of the model stays bound to itself)."""
+        self._track(module, wrap)
         self._pre[module].append(fn)
 
-    def post(self, module: nn.Module, fn: Post) -> None:
-        self._track(module)
+    def post(self, module: nn.Module, fn: Post, wrap: bool = False) -> None:
+        self._track(module, wrap)
         self._post[module].append(fn)
+
+    def rebind(self) -> None:
+        """Rebuild the diffusers registries of a deep copy. A registry wraps `module.forward` in a
+        closure over the module it was made for, which `copy.deepcopy` does not follow: a copy's
+        sub-layers would run the original's hooks and weights. Re-registering the copied hooks (all
+        of them, in order, diffusers' own included) on the copied modules binds them to the copy."""
+        for m in self._registered:
+            registry = m.__dict__.get("_diffusers_hook")
+            if registry is None:
+                continue
+            hooks = [(name, registry.hooks[name]) for name in registry._hook_order]
+            del m._diffusers_hook
+            m.__dict__.pop("forward", None)
+            fresh = HookRegistry.check_if_exists_or_initialize(m)
+            for name, hook in hooks:
+                fresh.register_hook(hook, name)
 
     def install(self) -> None:
         for m in self._order:
             pre, post = self._pre[m], self._post[m]
+            if m in self._wrapped:
+                wrapper = _WrappedForward(m, pre, post, m.__dict__.get("forward"))
+                m.forward = wrapper
+                self._wrappers.append((m, wrapper))
+                continue
             if USE_DIFFUSERS_REGISTRY:
                 HookRegistry.check_if_exists_or_initialize(m).register_hook(_DiffusersHook(pre, post), HOOK_NAME)
                 self._registered.append(m)
                 continue
             if pre:
-                self._handles.append(
-                    m.register_forward_pre_hook(lambda mod, a, k, _f=pre: _run_pre(_f, mod, a, k), with_kwargs=True)
-                )
+                self._handles.append(m.register_forward_pre_hook(_TorchPre(pre), with_kwargs=True))
             if post:
-                self._handles.append(m.register_forward_hook(lambda mod, a, out, _f=post: _run_post(_f, mod, out)))
+                self._handles.append(m.register_forward_hook(_TorchPost(post)))
 
     def remove(self) -> None:
+        for m, wrapper in self._wrappers:
+            if m.__dict__.get("forward") is wrapper:
+                if wrapper.inner is None:
+                    del m.forward
+                else:
+                    m.forward = wrapper.inner
+            else:  # wrapped again since (another library's hook): leave it, doing nothing
+                wrapper.pre, wrapper.post = [], []
+        self._wrappers.clear()
         for h in self._handles:
             h.remove()
         self._handles.clear()

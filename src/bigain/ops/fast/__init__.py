@@ -10,9 +10,13 @@ when all of these hold:
 - it is not switched off: environment variable ``BIGAIN_FAST=0`` or ``set_mode("off")``;
 - the code is not being traced by `torch.compile`.
 
-Callers never choose: `bipartite_merge_plan`, `MergePlan.reduce/expand`, `similarity_prune_plan`,
-`PrunePlan` and `downsample_tokens` dispatch themselves, with the same results up to floating-point
-rounding (the fast kernels accumulate in float32; merge plans are the same on inputs without ties).
+Callers never choose: `bipartite_merge_plan`, `MergePlan.reduce/expand`, `prune_plan` (and
+`similarity_prune_plan`), `PrunePlan` and `downsample_tokens` dispatch themselves, with the same results
+up to floating-point rounding (the fast kernels accumulate in float32; merge plans are the same on
+inputs without ties). The plan kernels take flat token ids, so they serve grids of any number of frames.
+The KV kernel reads one frame's (H*W, C) layout: `downsample` on a video grid hands it the frames as
+batch rows when the frame factor is 1, and runs the PyTorch reference when it is larger (no kernel
+for blocks spanning frames).
 """
 
 from __future__ import annotations

@@ -1,0 +1,254 @@
+"""The hot path on a stand-in device: no host<->device traffic, per-forward state, operator counts.
+
+A GPU is not needed to see a sync: on the meta device every host->device copy and device->host
+read is an operator (or a tensor made from host data) that `bigain.bench.dispatch` counts. A
+patched forward given device timesteps, as diffusers pipelines pass them, must make exactly the
+transfers of the unpatched forward (none), for every method on every backbone.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import bigain
+from bigain.bench.dispatch import count_traffic
+from conftest import (
+    dit_inputs,
+    flux_inputs,
+    make_tiny_dit,
+    make_tiny_flux,
+    make_tiny_pixart,
+    make_tiny_sd3,
+    make_tiny_sdxl_unet,
+    make_tiny_unet,
+    sd3_inputs,
+    unet_inputs,
+)
+
+META = torch.device("meta")
+METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux"]
+
+
+def _move(v, device):
+    if isinstance(v, torch.Tensor):
+        return v.to(device)
+    if isinstance(v, dict):
+        return {k: _move(x, device) for k, x in v.items()}
+    if isinstance(v, (tuple, list)):
+        return type(v)(_move(x, device) for x in v)
+    return v
+
+
+def _case(name: str, device: torch.device = META):
+    """(model on `device`, zero-argument forward on inputs on `device`)."""
+    if name in ("unet", "sdxl"):
+        m = (make_tiny_unet() if name == "unet" else make_tiny_sdxl_unet()).to(device)
+        x, t, c = _move(unet_inputs(2), device)
+        return m, lambda: m(x, t, c)
+    if name == "dit":
+        m = make_tiny_dit(layers=4).to(device)
+        x, t, y = _move(dit_inputs(2), device)
+        return m, lambda: m(x, timestep=t, class_labels=y)
+    if name == "pixart":
+        m = make_tiny_pixart().to(device)
+        g = torch.Generator().manual_seed(3)
+        x = torch.randn(2, 4, 16, 16, generator=g).to(device)
+        enc = torch.randn(2, 6, 24, generator=g).to(device)
+        t = torch.tensor([700, 30]).to(device)
+        cond = {"resolution": None, "aspect_ratio": None}
+        return m, lambda: m(x, encoder_hidden_states=enc, timestep=t, added_cond_kwargs=cond)
+    if name in ("sd3", "sd3.5"):
+        m = make_tiny_sd3(dual=name == "sd3.5").to(device)
+        kw = _move(sd3_inputs(2), device)
+        return m, lambda: m(**kw)
+    m = make_tiny_flux().to(device)
+    kw = _move(flux_inputs(2), device)
+    return m, lambda: m(**kw)
+
+
+def _steady_traffic(call):
+    with torch.no_grad():
+        count_traffic(call)  # warm-up: per-device caches (stencil, positions, hash terms)
+        return count_traffic(call)
+
+
+def _apply(model, name: str, method: str, **options):
+    if name in ("sd3", "sd3.5", "flux"):
+        options.setdefault("blocks", "all")
+    report = bigain.apply(model, method, **options)
+    if name == "flux":
+        bigain.set_grid(model, (6, 8))  # the meta device has no img_ids values to read
+    return report
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_no_host_device_traffic_in_a_patched_forward(backbone):
+    model, call = _case(backbone)
+    base = _steady_traffic(call)
+    assert base.transfers == 0, base.where
+    for method in METHODS:
+        report = _apply(model, backbone, method)
+        assert report.num_blocks > 0
+        tr = _steady_traffic(call)
+        assert (tr.h2d, tr.d2h) == (base.h2d, base.d2h), (method, tr.where)
+        bigain.remove(model)
+
+
+@pytest.mark.parametrize("method", ["tome", "sito", "bigain-td"])
+def test_no_traffic_with_the_classifiers_keys_and_host_timesteps(method):
+    # The classifier hands host keys and host timesteps: they reach the device once, outside the forward.
+    model, call = _case("dit")
+    opts = {"alpha_schedule": (0.8, 1.2)} if method == "bigain-td" else {}
+    _apply(model, "dit", method, **opts)
+    with bigain.sample_keys(model, torch.tensor([3, 4])), bigain.host_timesteps(model, [500, 500]):
+        tr = _steady_traffic(call)
+    assert tr.transfers == 0, tr.where
+
+
+def test_python_number_timesteps_add_no_copy():
+    # diffusers itself copies a Python-number timestep to the device once; the patch adds nothing.
+    model = make_tiny_unet().to(META)
+    x, _, c = _move(unet_inputs(2), META)
+    base = _steady_traffic(lambda: model(x, 500, c))
+    for method in ("tome", "todo"):
+        bigain.apply(model, method)
+        assert _steady_traffic(lambda: model(x, 500, c)).h2d == base.h2d
+        bigain.remove(model)
+
+
+def test_the_counter_sees_what_main_did():
+    """The counter is not blind: tomesd's stream from a host generator and a read of t are counted."""
+    model, call = _case("dit")
+    report = bigain.apply(model, "tome", generator=torch.Generator().manual_seed(0))
+    assert _steady_traffic(call).h2d == report.num_blocks  # one copy per compressed block call
+    bigain.remove(model)
+    t = torch.zeros(2, device=META)
+    assert count_traffic(lambda: bool((t <= 0).all())).d2h == 1
+    assert count_traffic(lambda: t.new_tensor([0.0, 1.0])).h2d == 1
+
+
+# -- per-forward state -------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["tome", "todo"])
+def test_forward_state_is_dropped_after_the_forward(method):
+    model, call = _case("flux", torch.device("cpu"))
+    _apply(model, "flux", method)
+    state = model._bigain_patch
+    with torch.no_grad():
+        call()
+    assert state.forward is None
+    for p in state.patches:
+        assert getattr(p, "plan", None) is None and p._rope is None
+        assert getattr(p, "_kv_src", None) is None
+    with pytest.raises(RuntimeError, match="outside a forward"), torch.no_grad():
+        block = model.transformer_blocks[0]
+        block(
+            hidden_states=torch.randn(2, 48, 32),
+            encoder_hidden_states=torch.randn(2, 5, 32),
+            temb=torch.randn(2, 32),
+            image_rotary_emb=None,
+        )
+
+
+def test_a_copy_of_a_patched_model_owns_its_random_state():
+    model, call = _case("dit", torch.device("cpu"))
+    bigain.apply(model, "tome", rng="generator")
+    twin = copy.deepcopy(model)
+    x, t, y = dit_inputs(2)
+    with torch.no_grad():
+        first = model(x, timestep=t, class_labels=y).sample
+        model(x, timestep=t, class_labels=y)  # advances the original's stream only
+        twin_first = twin(x, timestep=t, class_labels=y).sample
+    assert torch.equal(first, twin_first)
+    assert twin._bigain_patch is not model._bigain_patch
+    bigain.remove(twin)
+    assert bigain.is_patched(model)
+
+
+def test_a_copy_of_a_patched_model_runs_its_own_weights():
+    # diffusers' registry wraps forward in a closure over the original module; the copy is rebound
+    model, _ = _case("dit", torch.device("cpu"))
+    bigain.apply(model, "tome")
+    twin = copy.deepcopy(model)
+    x, t, y = dit_inputs(2)
+    with torch.no_grad():
+        assert torch.equal(twin(x, timestep=t, class_labels=y).sample, model(x, timestep=t, class_labels=y).sample)
+        twin.transformer_blocks[1].attn1.to_out[0].weight.mul_(2.0)  # a patched block's sub-layer
+        assert not torch.equal(twin(x, timestep=t, class_labels=y).sample, model(x, timestep=t, class_labels=y).sample)
+
+
+def test_apply_on_a_patched_model_says_it_replaced():
+    model, _ = _case("dit", torch.device("cpu"))
+    bigain.apply(model, "tome")
+    with pytest.warns(UserWarning, match="replaced by todo"):
+        bigain.apply(model, "todo")
+    assert model._bigain_patch.config.name == "todo"
+
+
+# -- operator counts at the published size -------------------------------------------------
+def test_operators_per_compressed_block_against_tomesd_on_the_sd2_unet():
+    from bigain.bench.opcount import count_model
+
+    rows = count_model(
+        "sd2",
+        [
+            ("tomesd", {"ratio": 0.5}),
+            ("tome", {"ratio": 0.5}),
+            ("bigain-tm", {"ratio": 0.5}),
+            ("todo", {}),
+            ("bigain-td", {}),
+        ],
+        pixels=512,
+        batch=2,
+    )
+    per_block = {r.method: r.ops_per_block for r in rows}
+    tomesd = next(r for r in rows if r.method == "tomesd")
+    # tomesd patches every block but merges only at the highest resolution (5 blocks)
+    tomesd_per_call = tomesd.ops_per_block * tomesd.blocks / 5
+    assert per_block["tome"] <= tomesd_per_call
+    assert per_block["bigain-tm"] <= tomesd_per_call
+    # the reference blend rounds alpha*nearest and (1-alpha)*average separately (the authors'
+    # arithmetic, bit for bit): two products and a sum over ToDo's gather, plus the pooling
+    assert per_block["bigain-td"] <= per_block["todo"] + 4
+    for r in rows:
+        if r.method != "tomesd":
+            assert (r.h2d, r.d2h) == (0, 0), r
+
+
+# -- the sampler and the classifier say what they hold on the host ------------------------------
+def _record_switch_off(denoiser):
+    """The switch-off decision of every forward, as the first patched block saw it."""
+    seen = []
+    state = denoiser._bigain_patch
+    block = state.patches[0].block.module
+    handle = block.register_forward_pre_hook(lambda m, a: seen.append(state.forward.off))
+    return seen, handle
+
+
+def test_the_sampler_switches_kv_methods_off_at_its_last_step_t0():
+    from bigain.classify.testing import tiny_dit_bundle
+    from bigain.generate import SamplerConfig, sample
+
+    bundle = tiny_dit_bundle(size=16, layers=2)
+    bigain.apply(bundle.denoiser, "todo", blocks="all")
+    seen, handle = _record_switch_off(bundle.denoiser)
+    sample(bundle, [1, 2], SamplerConfig("ddim", steps=4, guidance=1.0), progress=False)  # DDIM ends at t = 0
+    handle.remove()
+    assert seen == [False, False, False, True]
+
+
+def test_the_classifier_tells_the_patch_its_host_timesteps():
+    from bigain.classify.engine import _host_timesteps_context
+    from bigain.classify.testing import tiny_dit_bundle
+
+    bundle = tiny_dit_bundle(size=16, layers=2)
+    bigain.apply(bundle.denoiser, "bigain-td", blocks="all")
+    state = bundle.denoiser._bigain_patch
+    with _host_timesteps_context(bundle, torch.tensor([0, 0])):
+        assert state.host_timesteps == (0.0, 0.0) and state.host_off
+    with _host_timesteps_context(bundle, torch.tensor([0, 125])):
+        assert not state.host_off
+    assert state.host_timesteps is None

@@ -1,0 +1,83 @@
+"""The tiny denoisers of the test suite, one registry keyed by diffusers class name.
+
+Each entry builds a small random-weight model of that class and gives one forward's inputs. Several
+configs per class are welcome (SD 2-like and SDXL-like U-Nets; SD3 and SD3.5-like MMDiTs).
+tests/test_coverage.py runs every method an adapter takes on every entry, and docs/coverage.md
+(`python -m bigain.backbones.coverage --write`) lists the config names as the "tested by" column.
+
+Adding a backbone: one `tiny(...)` line here, written as a call with the class name and the config
+name as string literals (the coverage script reads this file without importing it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from conftest import (
+    dit_inputs,
+    flux_inputs,
+    make_tiny_dit,
+    make_tiny_flux,
+    make_tiny_pixart,
+    make_tiny_sd3,
+    make_tiny_sdxl_unet,
+    make_tiny_unet,
+    sd3_inputs,
+    unet_inputs,
+)
+
+Inputs = tuple[tuple, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Tiny:
+    """One tiny config of a diffusers denoiser class."""
+
+    cls: str  # the diffusers class name the builder returns
+    name: str  # unique over the registry (the test id and the docs' "tested by")
+    build: Callable[[], nn.Module]
+    inputs: Callable[[], Inputs]  # (args, kwargs) of one forward, the same tensors on every call
+
+    def forward(self, model: nn.Module) -> torch.Tensor:
+        """The denoiser's output tensor for these inputs."""
+        args, kwargs = self.inputs()
+        return model(*args, **{**kwargs, "return_dict": False})[0]
+
+
+TINY: dict[str, list[Tiny]] = {}
+
+
+def tiny(cls: str, name: str, build: Callable[[], nn.Module], inputs: Callable[[], Inputs]) -> None:
+    if any(t.name == name for ts in TINY.values() for t in ts):
+        raise ValueError(f"tiny config name {name!r} is used twice")
+    TINY.setdefault(cls, []).append(Tiny(cls, name, build, inputs))
+
+
+def by_name(name: str) -> Tiny:
+    return next(t for ts in TINY.values() for t in ts if t.name == name)
+
+
+def entries() -> list[Tiny]:
+    return [t for ts in TINY.values() for t in ts]
+
+
+def _pixart_inputs() -> Inputs:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 16, 16, generator=g)
+    enc = torch.randn(2, 6, 24, generator=g)
+    cond = {"resolution": None, "aspect_ratio": None}
+    return (x,), dict(encoder_hidden_states=enc, timestep=torch.tensor([700, 30]), added_cond_kwargs=cond)
+
+
+tiny("UNet2DConditionModel", "sd-unet", make_tiny_unet, lambda: (unet_inputs(2), {}))
+tiny("UNet2DConditionModel", "sdxl-unet", make_tiny_sdxl_unet, lambda: (unet_inputs(2), {}))
+tiny("DiTTransformer2DModel", "dit", lambda: make_tiny_dit(layers=4), lambda: (dit_inputs(2), {}))
+tiny("PixArtTransformer2DModel", "pixart", make_tiny_pixart, _pixart_inputs)
+tiny("SD3Transformer2DModel", "sd3", make_tiny_sd3, lambda: ((), sd3_inputs(2)))
+tiny("SD3Transformer2DModel", "sd3.5", lambda: make_tiny_sd3(dual=True), lambda: ((), sd3_inputs(2)))
+tiny("FluxTransformer2DModel", "flux", make_tiny_flux, lambda: ((), flux_inputs(2)))
