@@ -385,3 +385,40 @@ def test_a_line_that_is_not_a_record_does_not_stop_a_resume(tmp_path):
     with pytest.warns(UserWarning, match="not valid records"):
         s = run_classification(bundle, data, tmp_path, **RUN)
     assert s["complete"] and ids_of(tmp_path) == ["000000", "000001", "000002"]
+
+
+def test_a_folder_without_a_finished_item_takes_corrected_settings(tmp_path):
+    """A run that failed before its first result (NaN pixels) leaves config.json; a corrected rerun
+    with other settings replaces it (with a warning) instead of being refused as another run."""
+    from bigain.classify.engine import NonFiniteError
+
+    bundle, good = make_bundle(), make_data(4)
+    bad = TensorDataset(torch.full((4, 1, 16, 16), float("nan")), [0, 1, 2, 3], good.class_names, name="toy")
+    with pytest.raises(NonFiniteError):
+        run_classification(bundle, bad, tmp_path, loss="huber", **RUN)
+    assert (tmp_path / "config.json").is_file()
+    with pytest.warns(UserWarning, match="finished no item; its settings are replaced"):
+        summary = run_classification(bundle, good, tmp_path, loss="l2", **RUN)
+    assert summary["num_scored"] == 4 and json.loads((tmp_path / "config.json").read_text())["loss"] == "l2"
+    with pytest.raises(ConfigMismatchError, match="loss"):  # a folder with results is still protected
+        run_classification(bundle, good, tmp_path, loss="l1", **RUN)
+
+
+def test_progress_moves_with_every_forward_so_the_first_eta_is_honest(tmp_path, monkeypatch):
+    """Images of a group finish together; the bar advances by each forward's share of an image, so
+    its first rate is the true one (not one image per group time) and it ends exactly at the total."""
+    import tqdm.auto
+
+    seen: list[float] = []
+
+    class Recording(tqdm.auto.tqdm):
+        def update(self, n=1):
+            out = super().update(n)
+            seen.append(float(self.n))
+            return out
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    run_classification(make_bundle(), make_data(4), tmp_path, **{**RUN, "progress": True})
+    positive = [v for v in seen if v > 0]
+    assert 0 < positive[0] < 1, seen  # a fraction of an image after the first forward
+    assert seen == sorted(seen) and seen[-1] == 4

@@ -41,7 +41,7 @@ def test_unknown_command_names_itself_and_the_closest_match(capsys):
         (["classify", "--limit", "0"], "--limit: 0 is out of range"),
         (["classify", "--method", "nope"], "unknown method 'nope'"),
         (["classify", "--method", "tome", "--ratio", "1.5"], "ratio=1.5"),
-        (["classify", "--option", "ratio=0.5"], "without --method"),
+        (["classify", "--option", "ratio=0.5"], "--option ratio=0.5 needs a compressing method"),
         (["classify", "--option", "novalue"], "expected key=value"),
         (["classify", "--data", "/nonexistent/data"], "does not exist"),
         (["classify", "--seed", str(2**70)], "--seed"),
@@ -162,3 +162,79 @@ def test_disk_full_is_one_line_exit_1(capsys, tmp_path, monkeypatch):
         capsys, "generate", "--num", "1", "--steps", "1", "--no-progress", "--out", str(tmp_path / "g")
     )
     assert code == 1 and "No space left on device" in one_line(err)
+
+
+def test_model_errors_say_what_the_folder_is_and_which_loader_fits(tmp_path):
+    from bigain import models
+
+    with pytest.raises(FileNotFoundError, match=r"has no config.json, so it is not a diffusers model folder"):
+        models.load(tmp_path)
+    if "builtin:fashion-cnn" in models.available():
+        with pytest.raises(ValueError, match=r"load_classifier\('builtin:fashion-cnn'\)"):
+            models.load("builtin:fashion-cnn")
+    (tmp_path / "config.json").write_text('{"_class_name": "Mystery"}')
+    with pytest.raises(ValueError, match=r"names the class 'Mystery'; expected a denoiser of class"):
+        models.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (
+            ["classify", "--method", "none", "--ratio", "0.5"],
+            "--ratio 0.5 needs a compressing method, but --method is none",
+        ),
+        (
+            ["classify", "--method", "tome", "--option", "blocks=99"],
+            "option blocks=99 is not a list: expected",
+        ),
+        (
+            ["classify", "--method", "tome", "--option", "sx=abc"],
+            "option sx='abc' is not valid: expected an integer >= 1",
+        ),
+        (["generate", "--guidance", "nan"], "--guidance: 'nan' is not a finite number"),
+        (
+            ["generate", "--method", "none", "--option", "ratio=0.5"],
+            "--option ratio=0.5 needs a compressing method",
+        ),
+    ],
+)
+def test_messages_name_the_option_the_value_and_what_is_allowed(capsys, tmp_path, argv, needle):
+    out = tmp_path / "run"
+    code, err = run(capsys, *argv, "--out", str(out))
+    assert code == 2 and needle in one_line(err), err
+    assert not out.exists()
+
+
+def test_blocks_error_and_help_show_the_list_syntax(capsys):
+    code, err = run(capsys, "classify", "--method", "tome", "--option", "blocks=99", "--out", "unused")
+    assert "--option blocks=0,1,2" in err
+    for verb in ("classify", "generate"):
+        assert main([verb, "--help"]) == 0
+        assert "blocks=0,1,2" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"), [("1 2 x3", "entry 3 ('x3') is not an integer"), ("", "is empty")]
+)
+def test_a_bad_subset_file_is_named_with_its_bad_entry(capsys, tmp_path, content, needle):
+    subset = tmp_path / "subset.txt"
+    subset.write_text(content)
+    code, err = run(capsys, "classify", "--subset", str(subset), "--out", str(tmp_path / "run"))
+    assert code == 2 and f"--subset '{subset}'" in one_line(err) and needle in err, err
+
+
+def test_usage_errors_come_before_any_heavy_import():
+    """The parsers are built and a bad value refused without importing torch or diffusers
+    (those take seconds); checked in a fresh interpreter."""
+    code = (
+        "import sys; from bigain.cli import main\n"
+        "for argv in (['sweep', '--images', 'x'], ['classify', '--limit', '0', '--out', 'o'],"
+        " ['generate', '--guidance', 'nan', '--out', 'o'], ['demo', '--images', 'x']):\n"
+        "    assert main(argv) == 2, argv\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]

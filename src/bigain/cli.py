@@ -108,7 +108,7 @@ CLASS_ONLY = ("labels", "sampler", "batch_size")
 
 def _generate(argv: Sequence[str]) -> int:
     from .classify.cli import parse_option
-    from .cliutil import UsageError, check_device, positive_int
+    from .cliutil import OPTION_HELP, UsageError, check_device, finite_float, method_and_options, positive_int
 
     p = argparse.ArgumentParser(
         prog="bigain generate",
@@ -129,7 +129,7 @@ def _generate(argv: Sequence[str]) -> int:
         default=[],
         type=parse_option,
         metavar="KEY=VALUE",
-        help="method option (repeatable)",
+        help=OPTION_HELP,
     )
     p.add_argument(
         "--num",
@@ -139,7 +139,10 @@ def _generate(argv: Sequence[str]) -> int:
     )
     p.add_argument("--steps", type=positive_int, default=50)
     p.add_argument(
-        "--guidance", type=float, default=None, help="CFG scale (default 4.0; video: the pipeline's)"
+        "--guidance",
+        type=finite_float,
+        default=None,
+        help="classifier-free guidance scale, >= 0 (default 4.0; video: the pipeline's)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="sample i uses seed + i (videos) or its own keyed noise"
@@ -167,14 +170,12 @@ def _generate(argv: Sequence[str]) -> int:
     a = p.parse_args(argv)
     from . import runs
 
-    opts = dict(a.option)
-    if a.ratio is not None:
-        opts["ratio"] = a.ratio
-    if a.method in (None, "", "none") and opts:
-        raise UsageError(f"method options {sorted(opts)} given without --method")
+    method, opts = method_and_options(a.method, a.option, a.ratio)
+    if a.guidance is not None and a.guidance < 0:
+        raise UsageError(f"--guidance {a.guidance}: expected a number >= 0, e.g. --guidance 4.0")
     from .runs.preflight import normalise_options
 
-    normalise_options(a.method, opts)  # an unknown method or a bad option fails before the model loads
+    normalise_options(method, opts)  # an unknown method or a bad option fails before the model loads
     pipeline_class = _pipeline_class(a.model)
     video = pipeline_class is not None and _makes_video(pipeline_class)
 
@@ -209,7 +210,7 @@ def _generate(argv: Sequence[str]) -> int:
     runs.check_out_dir(a.out)
     bundle = load(a.model, device=device)
     labels = labels if labels is not None else balanced_labels(bundle.num_classes, a.num or 100)
-    generate_run(bundle, a.out, labels, a.method, opts, cfg, progress=not a.no_progress)
+    generate_run(bundle, a.out, labels, method or "none", opts, cfg, progress=not a.no_progress)
     print(f"wrote {len(labels)} images, manifest.jsonl and grid.png to {a.out}")
     return 0
 

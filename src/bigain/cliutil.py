@@ -17,9 +17,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 __all__ = [
     "UsageError",
+    "OPTION_HELP",
     "check_device",
     "exit_code",
+    "finite_float",
     "guarded",
+    "method_and_options",
     "nonnegative_int",
     "one_line",
     "positive_int",
@@ -154,3 +157,45 @@ def seed_int(text: str) -> int:
     if v >= 2**63:
         raise argparse.ArgumentTypeError(f"{v} is out of range: expected an integer in [0, 2**63)")
     return v
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite real number (``nan`` and ``inf`` parse as floats but mean nothing here)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number: expected e.g. 4.0")
+    return v
+
+
+OPTION_HELP = (
+    "a method option KEY=VALUE (repeatable), e.g. --option sx=2 --option max_downsample=2; "
+    "lists are comma-separated: --option blocks=0,1,2 (one block: blocks=3,); `bigain methods` lists the options"
+)
+
+COMPRESSING = "tome, bigain-tm, todo, bigain-td or sito"
+
+
+def method_and_options(
+    method: str | None, options: Sequence[tuple[str, object]], ratio: float | None
+) -> tuple[str | None, dict[str, object]]:
+    """(method or None for no compression, its options) from --method, --option and --ratio.
+
+    Options with ``--method none`` are a contradiction: refused naming what was given and the fix."""
+    opts = dict(options)
+    if ratio is not None:
+        opts["ratio"] = ratio
+    name = None if method in (None, "", "none") else method
+    if name is None and opts:
+        given = " ".join(
+            [f"--ratio {ratio}"] * (ratio is not None) + [f"--option {k}={v}" for k, v in options]
+        )
+        raise UsageError(
+            f"{given} needs a compressing method, but --method is {method or 'none'} (no compression); "
+            f"add --method {COMPRESSING}, or drop the option"
+        )
+    return name, opts

@@ -35,6 +35,27 @@ DEMO_METHODS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 SPEED_FILE = "speed.json"
 
+# what each method does, for the report's definitions of the setting labels
+WHAT = {
+    "none": "no compression (the reference every speedup is measured against)",
+    "tome": "ToMe: merges the most similar tokens before self-attention and copies the result back "
+    "(ratio = share of tokens merged)",
+    "bigain-tm": "BiGain-TM: ToMe with merge destinations chosen where the image has high-frequency "
+    "detail (a Laplacian filter over the token grid)",
+    "todo": "ToDo: every token still asks (queries), but keys and values are pooled "
+    "(downsample_factor s = s x s tokens pooled into one)",
+    "bigain-td": "BiGain-TD: ToDo whose pooled keys and values blend interpolation and extrapolation",
+    "sito": "SiTo: prunes the most similar tokens instead of merging them",
+}
+# the work a method adds before it saves any, for the one-line reason a setting is slower
+OVERHEAD = {
+    "tome": "scoring token similarity and merging",
+    "bigain-tm": "the Laplacian filter, similarity scores and merging",
+    "todo": "pooling the keys and values",
+    "bigain-td": "pooling and blending the keys and values",
+    "sito": "scoring and pruning tokens",
+}
+
 
 def _fixed_sample(labels: list[int], count: int) -> list[int]:
     """The first `count // C` test images of every class: balanced and identical on every machine."""
@@ -279,6 +300,35 @@ def _markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['setting']} | {_acc_text(r)} | {r['n']} | {r['speedup']:.2f}x | {r['rows_per_s']} "
             f"| [grid]({r['grid']}) |"
+        )
+    lines += [
+        "",
+        "![denoiser speedup against classifier accuracy, one point per setting](speed_accuracy.png)",
+        "",
+        "Columns: *setting* is the method and its strength (defined below); *accuracy* is the diffusion",
+        "classifier's top-1 on the test images; *n* is how many images were scored; *denoiser speedup vs",
+        "none* is the median time of one denoiser forward without compression divided by that setting's",
+        "(above 1x: faster); *denoiser rows/s* is how many rows the denoiser processes per second, a row",
+        "being one noisy image under one class label at one timestep (the classifier scores every image",
+        "against each class over many timesteps, so rows are its unit of work); *samples* links the",
+        "setting's generated images, one labelled grid.",
+        "",
+        "Settings:",
+    ]
+    for r in result["rows"]:
+        opts = ", ".join(f"{k}={v}" for k, v in (r.get("options") or {}).items())
+        lines.append(
+            f"- `{r['setting']}`: {WHAT.get(r.get('method'), r.get('method'))}"
+            + (f"; {opts}" if opts else "")
+        )
+    slower = [r for r in result["rows"] if r.get("method") != "none" and r["speedup"] < 1.0]
+    if slower:
+        lines.append("")
+    for r in slower:
+        lines.append(
+            f"Why `{r['setting']}` is {r['speedup']:.2f}x here: on this small model ({sp['key']['machine']}), "
+            f"{OVERHEAD.get(r.get('method'), 'the compression step')} costs about as much time as the "
+            "attention it removes; the saving grows with the number of tokens (larger images, bigger models)."
         )
     lines += [
         "",

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from ..cliutil import UsageError, check_device, positive_int
-from ..methods import parse_option_value
 from ..precision import DTYPES
+from ..textvalues import parse_option_value
 from .flops import count_flops
 from .models import MODELS, build_model, example_inputs
 from .patch import compressed_sublayers, patched

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cliutil import check_device, guarded, positive_int, seed_int
-from ..methods import parse_option_value
+from ..cliutil import OPTION_HELP, check_device, guarded, method_and_options, positive_int, seed_int
+from ..textvalues import parse_option_value
 
 __all__ = ["build_parser", "cli_main", "load_model_for", "main_unguarded", "parse_option"]
 
@@ -60,7 +60,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         default=[],
         type=parse_option,
         metavar="KEY=VALUE",
-        help="a method option (repeatable), e.g. --option sx=2 --option max_downsample=2",
+        help=OPTION_HELP,
     )
     p.add_argument("--limit", type=positive_int, default=None, help="classify the first N images only")
     p.add_argument(
@@ -130,15 +130,42 @@ def load_model_for(name: str, dataset: Any, device: str, dtype: str = "fp32") ->
     return attach_vae(bundle)
 
 
-def _read_subset(path: str) -> list[int]:
+SUBSET_FORMAT = "a .npy array of integers, or a text file of integers separated by spaces, commas or newlines"
+
+
+def read_subset(path: str) -> list[int]:
+    """Data-set indices from a --subset file; a file that is not a list of integers is a one-line
+    error naming the file, the first bad entry and the accepted format."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"--subset {path!r} does not exist")
+        raise FileNotFoundError(f"--subset {path!r} does not exist; expected {SUBSET_FORMAT}")
     if p.suffix == ".npy":
         import numpy as np
 
-        return [int(i) for i in np.load(p).reshape(-1)]
-    return [int(tok) for tok in p.read_text().replace(",", " ").split()]
+        try:
+            arr = np.load(p, allow_pickle=False).reshape(-1)
+        except (ValueError, OSError) as e:
+            raise ValueError(
+                f"--subset {path!r} is not a readable .npy file ({e}); expected {SUBSET_FORMAT}"
+            ) from None
+        if arr.dtype.kind not in "iu":
+            raise ValueError(f"--subset {path!r} holds {arr.dtype} values; expected {SUBSET_FORMAT}")
+        return [int(i) for i in arr]
+    try:
+        tokens = p.read_text().replace(",", " ").split()
+    except UnicodeDecodeError:
+        raise ValueError(f"--subset {path!r} is not a text file; expected {SUBSET_FORMAT}") from None
+    out = []
+    for n, tok in enumerate(tokens, 1):
+        try:
+            out.append(int(tok))
+        except ValueError:
+            raise ValueError(
+                f"--subset {path!r}: entry {n} ({tok!r}) is not an integer; expected {SUBSET_FORMAT}"
+            ) from None
+    if not out:
+        raise ValueError(f"--subset {path!r} is empty; expected {SUBSET_FORMAT}")
+    return out
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
@@ -152,8 +179,8 @@ def main_unguarded(argv: Sequence[str]) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    method, options = method_and_options(args.method, args.option, args.ratio)  # before torch loads
     from .. import runs
-    from ..cliutil import UsageError
     from ..runs.preflight import normalise_options
     from .datasets import load_dataset
     from .runner import run_classification
@@ -161,15 +188,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ and ":" not in device:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    options = dict(args.option)
-    if args.ratio is not None:
-        options["ratio"] = args.ratio
-    method = None if args.method in (None, "", "none") else args.method
-    if method is None and options:
-        raise UsageError(f"method options {sorted(options)} given without --method")
     normalise_options(method, options)  # a bad name or option fails before anything is loaded
     runs.check_out_dir(args.out)
-    subset = _read_subset(args.subset) if args.subset else None
+    subset = read_subset(args.subset) if args.subset else None
     dataset = load_dataset(args.data, prompts_csv=args.prompts, template=args.template)
     bundle = load_model_for(args.model, dataset, device, args.dtype)
     summary = run_classification(

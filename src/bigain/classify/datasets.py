@@ -171,12 +171,11 @@ class ClassificationDataset:
         return self.samples[i]
 
     def load_image(self, sample: Sample) -> Any:
-        from PIL import Image
+        from .images import open_image
 
         if sample.path is None:
             raise FileNotFoundError(f"{sample.id}: no file")
-        with Image.open(sample.path) as im:
-            return im.convert("RGB")
+        return open_image(sample.path)  # 16-bit and float files are scaled, never clipped
 
     def subset(self, indices: Sequence[int]) -> ClassificationDataset:
         """A view holding only ``indices`` (in that order); samples keep their ids and files."""

@@ -303,7 +303,10 @@ def preprocess_image(image: Any, size: int, channels: int) -> torch.Tensor:
     ``ImageFolder`` loaders) convert to RGB when they load a file, before any transform runs.
     Tensors are taken as already in [-1, 1] and only resized (bicubic, to size × size) if needed.
     """
+    from .images import to_8bit, warn_if_small
+
     if isinstance(image, torch.Tensor):
+        warn_if_small(image.shape[-2], image.shape[-1], size)
         x = image.float()
         if x.dim() == 2:
             x = x[None]
@@ -322,7 +325,8 @@ def preprocess_image(image: Any, size: int, channels: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    im = image.convert("L" if channels == 1 else "RGB")
+    warn_if_small(image.size[1], image.size[0], size)
+    im = to_8bit(image).convert("L" if channels == 1 else "RGB")
     new_w, new_h, left, top = resize_crop_geometry(im.size[0], im.size[1], size)
     if (new_w, new_h) != im.size:
         im = im.resize((new_w, new_h), Image.BICUBIC)

@@ -117,9 +117,19 @@ def _normalise_identity(key: str, value: Any, config: dict[str, Any]) -> Any:
         return value
 
 
+def _nothing_finished(out: Path) -> bool:
+    """No image of the folder has a scored record (a run that failed before its first result)."""
+    return not any(not r.get("error") for r in load_results(out).values())
+
+
 def _check_or_write_config(out: Path, config: dict[str, Any]) -> dict[str, Any]:
     return runs.write_config(
-        out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="classification run"
+        out,
+        config,
+        IDENTITY_KEYS,
+        normalise=_normalise_identity,
+        what="classification run",
+        replaceable=lambda: _nothing_finished(out),
     )
 
 
@@ -323,9 +333,16 @@ def run_classification(
             "calls_per_image": calls_per_image(len(candidates), clf.plan),
         }
         # a folder of another run is refused first; then the method is tried on the model; then we write
-        runs.check_config(
-            out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="classification run"
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the replacement is reported once, when it is written
+            runs.check_config(
+                out,
+                config,
+                IDENTITY_KEYS,
+                normalise=_normalise_identity,
+                what="classification run",
+                replaceable=lambda: _nothing_finished(out),
+            )
         check_method_on_model(bundle, method_name, method_options)
         out.mkdir(parents=True, exist_ok=True)
         results_name = _results_name((i_shard, n_shard), rank, world)
@@ -390,6 +407,9 @@ def _score(
     from tqdm.auto import tqdm
 
     desc = "classify" if world == 1 else f"classify[rank {rank}]"
+    # Images finish a group at a time (a group shares its forwards). The bar advances by the share
+    # of an image each forward completes, so its rate and ETA are right from the first forward
+    # instead of jumping from "one image in a group's time" to the truth once the group lands.
     bar = tqdm(
         total=n_mine,
         initial=n_mine - len(todo),
@@ -398,19 +418,23 @@ def _score(
         disable=not progress,
         position=rank if world > 1 else None,
         dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
     )
-    # images finish a group at a time: show the denoiser rows as they go, so the bar never looks stuck
-    rows_total = len(todo) * rows_per_image
-    rows_done = [0]
+    finished = [n_mine - len(todo)]  # images with a record
+    group_end = [finished[0]]  # where the bar may advance to within the current group
 
     def on_rows(n: int) -> None:
-        rows_done[0] += n
-        bar.set_postfix_str(f"denoiser rows {rows_done[0]}/{rows_total}")
+        bar.update(max(0.0, min(n / max(1, rows_per_image), group_end[0] - bar.n)))
+
+    def record_done() -> None:
+        finished[0] += 1
+        bar.update(max(0.0, finished[0] - bar.n))
 
     old_progress, clf.progress = clf.progress, (on_rows if progress else clf.progress)
     try:
         for lo in range(0, len(todo), group):
             positions = todo[lo : lo + group]
+            group_end[0] = finished[0] + len(positions) - 0.5  # the last half image lands with the records
             ok, x0s = [], []
             for pos in positions:
                 s = dataset[pos]
@@ -428,7 +452,7 @@ def _score(
                             "prediction": None,
                         }
                     )
-                    bar.update(1)
+                    record_done()
             if not ok:
                 continue
             x0 = pixels_to_x0(bundle, torch.stack(x0s))
@@ -452,7 +476,7 @@ def _score(
                             "calls": r.calls,
                         }
                     )
-                    bar.update(1)
+                    record_done()
                     continue
                 correct = (r.prediction in label) if isinstance(label, list) else (r.prediction == label)
                 writer.write(
@@ -469,7 +493,7 @@ def _score(
                         "error": None,
                     }
                 )
-                bar.update(1)
+                record_done()
     finally:
         clf.progress = old_progress
         bar.close()

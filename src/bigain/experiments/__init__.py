@@ -11,9 +11,24 @@
 `bigain sweep` (`experiments.cli.main`) is the command line.
 """
 
-from .grid import Setting, default_settings, job_list, paper_settings, select, worker_share
-from .jobs import count_setting_flops, interleaved_speed, record_speed, run_sweep
-from .report import build_report, pareto_front
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+# the jobs and the report import torch on first use: `bigain sweep` checks its arguments first
+_EXPORTS = {
+    **dict.fromkeys(
+        ["Setting", "default_settings", "job_list", "paper_settings", "select", "worker_share"], ".grid"
+    ),
+    **dict.fromkeys(["count_setting_flops", "interleaved_speed", "record_speed", "run_sweep"], ".jobs"),
+    **dict.fromkeys(["build_report", "pareto_front"], ".report"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .grid import Setting, default_settings, job_list, paper_settings, select, worker_share
+    from .jobs import count_setting_flops, interleaved_speed, record_speed, run_sweep
+    from .report import build_report, pareto_front
 
 __all__ = [
     "Setting",

@@ -4,12 +4,16 @@ Every job writes its own run folder under the sweep folder (``classify/LABEL``,
 ``generate/LABEL`` for sample seed 0 and ``generate/LABEL-seedS`` for the others), through the
 classifier's and the generator's own resumable runners, so a killed or time-boxed sweep continues
 where it stopped when the same command runs again, and ``worker=(i, n)`` lets n processes share
-the jobs. One failing setting is logged to ``failures.jsonl`` and does not stop the others.
+the jobs. One failing setting is logged to ``failures.jsonl`` and does not stop the others; the
+sweep then ends with :class:`SweepFailed` (exit status 1) naming the failed jobs, and a later run
+in which a job succeeds removes that job's failure records.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -19,11 +23,25 @@ import torch
 
 from .grid import Setting, default_settings, generation_folders, job_list, worker_share
 
+FAILURES_FILE = "failures.jsonl"
+
+
+class SweepFailed(RuntimeError):
+    """Some jobs of a sweep failed (each is in failures.jsonl); the others finished."""
+
 
 def interleaved_speed(
-    bundle: Any, settings: list[Setting], batch_size: int, dtype: str = "fp32", repeats: int = 5
+    bundle: Any,
+    settings: list[Setting],
+    batch_size: int,
+    dtype: str = "fp32",
+    repeats: int = 5,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Median denoiser forward time per setting, round-robin in one process (side by side)."""
+    """Median denoiser forward time per setting, round-robin in one process (side by side).
+    `progress` shows a bar over the (repeats + 1) x settings forwards (minutes on a CPU)."""
+    from tqdm.auto import tqdm
+
     import bigain
 
     from ..bench.timing import sync_fn
@@ -37,7 +55,8 @@ def interleaved_speed(
     y = torch.randint(0, bundle.num_classes, (batch_size,), generator=g).to(device)
     times: dict[str, list[float]] = {s.label: [] for s in settings}
     sync = sync_fn(device)
-    with torch.no_grad(), autocast(device, dtype):
+    bar = tqdm(total=(repeats + 1) * len(settings), desc="speed", unit="forward", disable=not progress)
+    with bar, torch.no_grad(), autocast(device, dtype):
         for r in range(repeats + 1):
             for s in settings:
                 with bigain.compressed(bundle, s.method, **s.options):
@@ -48,6 +67,7 @@ def interleaved_speed(
                     dt = time.perf_counter() - t0
                 if r > 0:
                     times[s.label].append(dt)
+                bar.update(1)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     base = med.get("none", next(iter(med.values())))
     return {k: {"forward_s": v, "rows_per_s": batch_size / v, "speedup": base / v} for k, v in med.items()}
@@ -158,15 +178,32 @@ def run_sweep(
     from .. import runs
     from ..classify.runner import run_classification
     from ..generate import SamplerConfig, balanced_labels, generate_run
+    from ..runs.preflight import check_method_on_model
+    from .checks import PHASES, check_settings, check_work
     from .grid import check_grid, infer_baselines
 
     start = time.time()
     deadline = None if deadline_minutes is None else start + 60 * deadline_minutes
+    if settings is not None and not settings:
+        raise ValueError("settings is empty: nothing to run (pass None for the default grid)")
+    bad = sorted(set(phases) - set(PHASES))
+    if bad or not phases:
+        raise ValueError(f"phases={tuple(phases)!r}: expected a non-empty subset of {PHASES}")
     settings = infer_baselines(settings or default_settings())
     check_grid(settings)
+    check_settings(settings)  # every setting's options, before anything is loaded or written
+    check_work(tuple(phases), images, gen, tuple(seeds))
+    SamplerConfig(
+        "ddim", steps, guidance, seeds[0], gen_batch, dtype
+    )  # raises for a bad steps/guidance/dtype
     out_dir = runs.check_out_dir(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     bundle, dataset = load_inputs(model, data, device, dtype)
+    for s in settings:  # one forward per setting on the loaded model: a misfit fails before any write
+        try:
+            check_method_on_model(bundle, s.method, s.options)
+        except ValueError as e:
+            raise ValueError(f"setting {s.label}: {e}") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
     model_name = model if isinstance(model, str) else getattr(bundle, "name", "bundle")
     data_name = data if isinstance(data, str) else getattr(dataset, "root", type(dataset).__name__)
     if {"classify", "generate"} & set(phases):  # only runs that produce results describe them
@@ -191,6 +228,7 @@ def run_sweep(
             "[sweep] generation skipped: this is a latent model (sample it with bigain.generate.run_pipeline)"
         )
         todo = [j for j in todo if j[0] != "generate"]
+    failed: list[str] = []
     for phase, s, seed in todo:
         if deadline is not None and time.time() >= deadline:
             print("[sweep] deadline reached; rerun the same command to finish", flush=True)
@@ -221,6 +259,7 @@ def run_sweep(
                 if scored.is_file() and json.loads(scored.read_text()).get("complete"):
                     # scored and complete: a folder brought back without its PNGs is not redone
                     print(f"[sweep] {tag}: already complete", flush=True)
+                    clear_failures(out_dir, phase, s.label, seed)
                     continue
                 generate_run(
                     bundle,
@@ -232,21 +271,25 @@ def run_sweep(
                     progress=progress,
                 )
         except Exception as e:  # one failing setting must not cost the others (the report shows it missing)
-            traceback.print_exc()
-            with open(out_dir / "failures.jsonl", "a") as f:
-                f.write(
-                    json.dumps({"phase": phase, "setting": s.label, "seed": seed, "error": repr(e)}) + "\n"
-                )
+            failed.append(_failed(out_dir, phase, s.label, seed, e))
+        else:
+            clear_failures(out_dir, phase, s.label, seed)
         print(f"[sweep] {tag} ended after {time.time() - t_job:.1f} s", flush=True)
     timed = [s for s in settings if s.pattern == "per-sample"]
     if "speed" in phases:
         rows = speed_batch or batch_size
+        print(f"[sweep] speed: {len(timed)} settings, {rows} rows per forward", flush=True)
         try:
-            record_speed(out_dir, interleaved_speed(bundle, timed, rows, dtype), bundle, rows, dtype)
-        except Exception:  # keep going: the report still has accuracy and FID
-            traceback.print_exc()
+            speed = interleaved_speed(bundle, timed, rows, dtype, progress=progress)
+            record_speed(out_dir, speed, bundle, rows, dtype)
+        except Exception as e:  # keep going: the report still has accuracy and FID
+            failed.append(_failed(out_dir, "speed", "*", 0, e))
+        else:
+            clear_failures(out_dir, "speed", "*", 0)
     if "report" not in phases:
+        _raise_failed(out_dir, failed, len(todo))
         return {"seconds": time.time() - start}
+    print("[sweep] report: FLOPs, sample scores and paired tests", flush=True)
     from .report import build_report
 
     report = build_report(
@@ -262,4 +305,54 @@ def run_sweep(
     )
     report["seconds"] = time.time() - start
     runs.write_json(out_dir / "summary.json", report, nonfinite="null")
+    _raise_failed(out_dir, failed, len(todo))
     return report
+
+
+def _failed(out_dir: Path, phase: str, label: str, seed: int, e: BaseException) -> str:
+    """Record a failed job in failures.jsonl (traceback included) and say so in one line."""
+    from .. import runs
+
+    msg = " ".join(f"{type(e).__name__}: {e}".split())
+    tag = f"{phase} {label}" + (f" seed {seed}" if phase == "generate" else "")
+    print(f"[sweep] {tag} failed: {msg}", file=sys.stderr, flush=True)
+    if os.environ.get("BIGAIN_DEBUG", "").strip().lower() not in ("", "0", "false", "no"):
+        traceback.print_exc()
+    record = {
+        "phase": phase,
+        "setting": label,
+        "seed": seed,
+        "error": msg,
+        "traceback": traceback.format_exc(),
+    }
+    with runs.RecordWriter(out_dir / FAILURES_FILE, required=("phase", "setting")) as w:
+        w.append(runs.strict_json(record, nonfinite="null"))
+    return f"{tag} ({msg[:200]})"
+
+
+def clear_failures(out_dir: Path, phase: str, label: str, seed: int) -> None:
+    """Drop the failure records of a job that has now succeeded (the file goes when it is empty)."""
+    from .. import runs
+
+    path = Path(out_dir) / FAILURES_FILE
+    if not path.is_file():
+        return
+    records = runs.read_records(path, ("phase", "setting"))[0]
+    keep = [
+        r for r in records if not (r["phase"] == phase and r["setting"] == label and r.get("seed", 0) == seed)
+    ]
+    if len(keep) == len(records):
+        return
+    if keep:
+        runs.atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _raise_failed(out_dir: Path, failed: list[str], jobs: int) -> None:
+    if failed:
+        shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+        raise SweepFailed(
+            f"{len(failed)} sweep job(s) failed: {shown}. Tracebacks in {Path(out_dir) / FAILURES_FILE}; "
+            "fix the cause and rerun the same command (finished jobs are kept)"
+        )

@@ -8,6 +8,7 @@ image. A resume regenerates every image without a valid record or whose PNG is m
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -110,12 +111,32 @@ def generate_run(
         "sampler": vars(cfg),
         "num_images": len(labels),
     }
-    runs.check_config(out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="generation run")
+
+    def nothing_finished() -> bool:  # a run that failed before its first image may take new settings
+        return not read_manifest(out / "manifest.jsonl")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the replacement is reported once, when it is written
+        runs.check_config(
+            out,
+            config,
+            IDENTITY_KEYS,
+            normalise=_normalise_identity,
+            what="generation run",
+            replaceable=nothing_finished,
+        )
     check_method_on_model(bundle, method, opts)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.jsonl"
     with runs.lock(out / LOCK_FILE, what=str(out)):
-        runs.write_config(out, config, IDENTITY_KEYS, normalise=_normalise_identity, what="generation run")
+        runs.write_config(
+            out,
+            config,
+            IDENTITY_KEYS,
+            normalise=_normalise_identity,
+            what="generation run",
+            replaceable=nothing_finished,
+        )
         done = {i for i, r in read_manifest(manifest).items() if (out / r["file"]).is_file()}
         todo = [i for i in range(len(labels)) if i not in done]
         step = chunk or cfg.batch_size

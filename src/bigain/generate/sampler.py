@@ -8,6 +8,7 @@ across a batch, and DDPM/Euler draw their step noise per batch).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,8 +44,10 @@ class SamplerConfig:
             raise ValueError(f"option sampler={self.sampler!r} is not one of {SAMPLERS}")
         if not (1 <= int(self.steps) <= 1000):
             raise ValueError(f"option steps={self.steps!r} is out of range: expected 1..1000")
-        if self.guidance < 0:
-            raise ValueError(f"option guidance={self.guidance!r} is out of range: expected >= 0")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise ValueError(
+                f"option guidance={self.guidance!r} is out of range: expected a finite number >= 0, e.g. 4.0"
+            )
         resolve_dtype(self.dtype)  # raises ValueError for an unknown precision name
         # initial_noise seeds each image with seed * 1_000_003 + index, which must fit in 64 bits
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:

@@ -22,11 +22,19 @@ Blocks = Union[None, str, Sequence[int]]  # noqa: UP007 (runtime alias, py3.10)
 
 LEVELS = (1, 2, 4, 8, 16, 32)
 
+BLOCKS_ALLOWED = (
+    "None, 'all', 'default' or a list of block indices >= 0: blocks=[0, 1, 2] in Python, "
+    "--option blocks=0,1,2 on the command line (one block: blocks=3,)"
+)
 
-def check(cond: bool, name: str, value: Any, allowed: str) -> None:
-    """Raise the one error shape every option uses: the option, its value and what is allowed."""
+
+def check(cond: bool, name: str, value: Any, allowed: str, *, kind: str | None = None) -> None:
+    """Raise the one error shape every option uses: the option, its value and what is allowed
+    (a number is "out of range", any other value "not valid", unless `kind` says otherwise)."""
     if not cond:
-        raise ValueError(f"option {name}={value!r} is out of range: expected {allowed}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        kind = kind or ("out of range" if number else "not valid")
+        raise ValueError(f"option {name}={value!r} is {kind}: expected {allowed}")
 
 
 def is_real(value: Any) -> bool:
@@ -129,10 +137,10 @@ class MethodConfig:
               "None or an integer >= 1 (1, 2, 4 or 8 on SD U-Nets)")
         check(self.on_empty in ("error", "warn", "ignore"), "on_empty", self.on_empty, "'error', 'warn' or 'ignore'")
         if isinstance(self.blocks, str):
-            check(self.blocks in ("all", "default"), "blocks", self.blocks, "None, 'all', 'default' or a list of ints")
+            check(self.blocks in ("all", "default"), "blocks", self.blocks, BLOCKS_ALLOWED)
         elif self.blocks is not None:
             ok = isinstance(self.blocks, Sequence) and all(is_int(b) and b >= 0 for b in self.blocks)
-            check(ok, "blocks", self.blocks, "non-negative block indices")
+            check(ok, "blocks", self.blocks, BLOCKS_ALLOWED, kind="out of range" if isinstance(self.blocks, Sequence) else "not a list")
             self.blocks = tuple(self.blocks)
 
     # -- placement ---------------------------------------------------------------------------

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..textvalues import parse_option_value
 from .base import MethodConfig
+
+__all__ = ["ALIASES", "METHODS", "list_methods", "make_config", "parse_option_value", "register"]
 
 METHODS: dict[str, type[MethodConfig]] = {}
 
@@ -44,23 +47,3 @@ def make_config(method: str | MethodConfig, **options: Any) -> MethodConfig:
             raise ValueError(f"method {key!r} has no option {k!r}; its options: {', '.join(sorted(names))}")
         opts[k] = v
     return cls(**opts)
-
-
-def parse_option_value(text: str) -> Any:
-    """A command-line option value as Python: bools, None, int, float, comma lists, else the string."""
-    v = text.strip()
-    low = v.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    if "," in v:
-        return [parse_option_value(x) for x in v.split(",") if x.strip()]
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v

@@ -180,13 +180,26 @@ def load(
     else:
         sched_cfg = _read_json(folder / "scheduler_config.json")
         model_folder = folder
+    if not (model_folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model={label!r}: {model_folder} has no config.json, so it is not a diffusers model folder; "
+            "expected a folder with config.json (DiTTransformer2DModel or UNet2DConditionModel) and its "
+            "weights, or a pipeline folder with model_index.json"
+        )
     cls = _read_json(model_folder / "config.json").get("_class_name")
+    if cls == "FashionCNN":
+        raise ValueError(
+            f"model={label!r} is the embedded classifier (the features of Fashion-FID), not a diffusion "
+            f"model: load it with bigain.models.load_classifier({label!r}); models.load takes "
+            "builtin:fashion-dit, builtin:fashion-unet, a diffusers folder or a hub id"
+        )
     if cls == "DiTTransformer2DModel":
         return _dit_bundle(label, model_folder, sched_cfg, device, dtype, extras, index)
     if cls == "UNet2DConditionModel":
         return _unet_bundle(label, model_folder, sched_cfg, device, dtype, extras)
     raise ValueError(
-        f"{model_folder}: unsupported denoiser class {cls!r} (expected DiTTransformer2DModel or UNet2DConditionModel)"
+        f"model={label!r}: {model_folder}/config.json names the class {cls!r}; expected a denoiser of class "
+        "DiTTransformer2DModel or UNet2DConditionModel (a pipeline folder needs model_index.json)"
     )
 
 

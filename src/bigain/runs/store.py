@@ -249,16 +249,27 @@ def check_config(
     normalise: Callable[[str, Any, dict[str, Any]], Any] | None = None,
     what: str = "run",
     name: str = CONFIG_FILE,
+    replaceable: Callable[[], bool] | None = None,
 ) -> dict[str, Any] | None:
     """The folder's config if it agrees with ``config`` on every ``identity`` key, None if the
     folder has none yet; otherwise :class:`ConfigMismatchError` naming each differing key with the
-    folder's and this run's value. Writes nothing."""
+    folder's and this run's value. Writes nothing.
+
+    ``replaceable()`` True means the folder holds no finished item (a run that failed before
+    finishing anything): its settings may then be replaced, with a warning, and None is returned,
+    so a corrected rerun is not refused as "a different run" over nothing worth keeping."""
     old = read_config(folder, name)
     if old is None:
         return None
     diffs = config_diff(old, config, identity, normalise)
     if diffs:
         detail = "; ".join(_describe(k, a, b) for k, a, b in diffs)
+        if replaceable is not None and replaceable():
+            warnings.warn(
+                f"{folder} held a {what} that finished no item; its settings are replaced ({detail})",
+                stacklevel=2,
+            )
+            return None
         raise ConfigMismatchError(
             f"{folder} holds a different {what} ({detail}). "
             "Resume with the same settings, or choose another --out folder."
@@ -274,11 +285,15 @@ def write_config(
     normalise: Callable[[str, Any, dict[str, Any]], Any] | None = None,
     what: str = "run",
     name: str = CONFIG_FILE,
+    replaceable: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Write ``config.json`` atomically, or check it against the one already there
-    (:func:`check_config`). Returns the config now in the folder (the stored one on a resume)."""
+    (:func:`check_config`, ``replaceable`` included). Returns the config now in the folder (the
+    stored one on a resume)."""
     config = strict_json(config)
-    old = check_config(folder, config, identity, normalise=normalise, what=what, name=name)
+    old = check_config(
+        folder, config, identity, normalise=normalise, what=what, name=name, replaceable=replaceable
+    )
     if old is None:
         write_json(Path(folder) / name, config)
         return config
