@@ -1,6 +1,8 @@
-"""Backbone adapters: one module per denoiser family, found by `find_backbone`.
+"""Backbone adapters, found by `find_backbone`.
 
-Adding a backbone is one module with a `Backbone` subclass and one entry in `BACKBONES`.
+A transformer family is a `BackboneSpec` record (`spec.py`; DiT/PixArt, SD3, and the families in
+`families.py`); a family that data cannot describe is a `Backbone` subclass written as code (U-Nets,
+Flux). `register` adds an adapter (or a spec) at run time; `unregister` takes it out again.
 """
 
 from __future__ import annotations
@@ -11,10 +13,43 @@ from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, 
 from .dit import DiTBackbone
 from .flux import FluxBackbone
 from .sd3 import SD3Backbone
+from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
 
 BACKBONES: list[Backbone] = [UNetBackbone(), DiTBackbone(), SD3Backbone(), FluxBackbone()]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
+
+
+def _refresh() -> None:
+    global SUPPORTED
+    SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
+
+
+def register(adapter: BackboneSpec | Backbone) -> Backbone:
+    """Make bigain take the classes an adapter (or a spec) names; returns the adapter. A registered
+    adapter is asked before the built-in ones, so it may also replace one for a class."""
+    backbone = SpecBackbone(adapter) if isinstance(adapter, BackboneSpec) else adapter
+    if not isinstance(backbone, Backbone):
+        raise TypeError(f"register takes a BackboneSpec or a Backbone, got {type(adapter).__name__}")
+    if any(b is backbone or (b.name == backbone.name and b.classes == backbone.classes) for b in BACKBONES):
+        raise ValueError(f"bigain: an adapter {backbone.name!r} for {', '.join(backbone.classes)} is already registered")
+    BACKBONES.insert(0, backbone)
+    _refresh()
+    return backbone
+
+
+def unregister(adapter: str | BackboneSpec | Backbone) -> None:
+    """Take out an adapter given to `register` (or by its name)."""
+    for b in list(BACKBONES):
+        if (
+            b is adapter
+            or (isinstance(adapter, str) and b.name == adapter)
+            or (isinstance(adapter, BackboneSpec) and getattr(b, "spec", None) is adapter)
+        ):
+            BACKBONES.remove(b)
+            _refresh()
+            return
+    raise ValueError(f"bigain: no registered adapter {getattr(adapter, 'name', adapter)!r}")
 
 
 def resolve_denoiser(model_or_pipeline: object) -> nn.Module:
@@ -50,10 +85,15 @@ __all__ = [
     "PAPER_DIT_BLOCKS",
     "SUPPORTED",
     "Backbone",
+    "BackboneSpec",
     "Block",
     "ForwardInfo",
     "as_timesteps",
+    "SpecBackbone",
+    "Stack",
     "find_backbone",
+    "register",
     "relative_placement",
     "resolve_denoiser",
+    "unregister",
 ]

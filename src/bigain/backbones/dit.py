@@ -8,26 +8,16 @@ attention input (the adaLN-modulated `norm1` output), as in the paper's DiT code
 
 from __future__ import annotations
 
-from torch import nn
+from .spec import BackboneSpec, SpecBackbone, Stack
 
-from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, patch_grid_forward
-from .unet import _roles
+DIT = BackboneSpec(
+    name="dit",
+    classes=("DiTTransformer2DModel", "PixArtTransformer2DModel"),
+    stacks=(Stack("transformer_blocks", {"attn": "attn1", "cross": "attn2", "ff": "ff"}),),
+    placement="paper-dit",
+    placement_text="blocks 1-5 and 7-11 (0-based), the paper's DiT-XL/2 placement taken literally",
+)
 
 
-class DiTBackbone(Backbone):
-    name = "dit"
-    classes = ("DiTTransformer2DModel", "PixArtTransformer2DModel")
-    default_metric = "attn"
-    placement = "blocks 1-5 and 7-11 (0-based), the paper's DiT-XL/2 placement taken literally"
-
-    def blocks(self, model: nn.Module) -> list[Block]:
-        return [
-            Block(i, f"transformer_blocks.{i}", b, 1, _roles(b)) for i, b in enumerate(model.transformer_blocks)
-        ]
-
-    def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
-        return tuple(i for i in PAPER_DIT_BLOCKS if i < len(blocks))
-
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        pos = 1 if type(model).__name__.startswith("DiT") else 2  # PixArt: (x, encoder_hidden_states, timestep)
-        return patch_grid_forward(model, args, kwargs, pos)
+class DiTBackbone(SpecBackbone):
+    spec = DIT

@@ -12,30 +12,19 @@ Default placement: the paper's DiT-XL/2 placement mapped by relative depth (bloc
 
 from __future__ import annotations
 
-from torch import nn
+from .spec import BackboneSpec, SpecBackbone, Stack
 
-from .base import Backbone, Block, ForwardInfo, patch_grid_forward, relative_placement
-
-
-class SD3Backbone(Backbone):
-    name = "sd3"
-    classes = ("SD3Transformer2DModel",)
-    default_metric = "attn"
-    placement = (
+SD3 = BackboneSpec(
+    name="sd3",
+    classes=("SD3Transformer2DModel",),
+    # "attn2": SD3.5's second image self-attention (None on the other blocks, so left out there)
+    stacks=(Stack("transformer_blocks", {"attn": "attn", "attn2": "attn2", "ff": "ff"}, text="joint"),),
+    placement="relative",
+    placement_text=(
         "the DiT-XL/2 placement mapped by relative depth (blocks 1-10 of SD3-medium's 24); image stream only"
-    )
+    ),
+)
 
-    def blocks(self, model: nn.Module) -> list[Block]:
-        out = []
-        for i, b in enumerate(model.transformer_blocks):
-            roles = {"attn": b.attn, "ff": b.ff}
-            if getattr(b, "use_dual_attention", False) and getattr(b, "attn2", None) is not None:
-                roles["attn2"] = b.attn2
-            out.append(Block(i, f"transformer_blocks.{i}", b, 1, roles, joint=True))
-        return out
 
-    def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
-        return relative_placement(len(blocks))
-
-    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        return patch_grid_forward(model, args, kwargs, 3)  # (x, encoder_hidden_states, pooled, timestep)
+class SD3Backbone(SpecBackbone):
+    spec = SD3
