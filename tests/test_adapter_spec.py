@@ -191,6 +191,8 @@ def test_stack_fields_are_checked(args, match):
 
 def test_a_block_without_the_named_attention_is_a_clear_error(toy):
     model, _ = toy
-    adapter = SpecBackbone(BackboneSpec(name="bad", classes=("ToyDiT",), stacks=(Stack("layers", {"attn": "attn1"}),)))
+    adapter = SpecBackbone(
+        BackboneSpec(name="bad", classes=("ToyDiT",), stacks=(Stack("layers", {"attn": "attn1"}),))
+    )
     with pytest.raises(TypeError, match="layers.0 has no attention at `attn1`"):
         adapter.blocks(model)

@@ -81,3 +81,59 @@ tiny("PixArtTransformer2DModel", "pixart", make_tiny_pixart, _pixart_inputs)
 tiny("SD3Transformer2DModel", "sd3", make_tiny_sd3, lambda: ((), sd3_inputs(2)))
 tiny("SD3Transformer2DModel", "sd3.5", lambda: make_tiny_sd3(dual=True), lambda: ((), sd3_inputs(2)))
 tiny("FluxTransformer2DModel", "flux", make_tiny_flux, lambda: ((), flux_inputs(2)))
+
+
+def _make_auraflow() -> nn.Module:
+    from diffusers import AuraFlowTransformer2DModel
+
+    torch.manual_seed(0)
+    return AuraFlowTransformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        num_mmdit_layers=2,
+        num_single_dit_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=12,
+        caption_projection_dim=16,
+        out_channels=4,
+        pos_embed_max_size=256,
+    )
+
+
+def _auraflow_inputs() -> Inputs:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 18, 14, generator=g)  # a 9x7 token grid: odd and not square
+    enc = torch.randn(2, 5, 12, generator=g)
+    return (x,), dict(encoder_hidden_states=enc, timestep=torch.tensor([0.7, 0.3]))
+
+
+def _make_sana() -> nn.Module:
+    from diffusers import SanaTransformer2DModel
+
+    torch.manual_seed(0)
+    return SanaTransformer2DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=4,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=8,
+        cross_attention_dim=16,
+        caption_channels=12,
+        sample_size=16,
+        patch_size=2,
+    )
+
+
+def _sana_inputs() -> Inputs:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 14, 18, generator=g)  # a 7x9 token grid: odd and not square
+    enc = torch.randn(2, 5, 12, generator=g)
+    return (x,), dict(encoder_hidden_states=enc, timestep=torch.tensor([700, 300]))
+
+
+tiny("AuraFlowTransformer2DModel", "auraflow", _make_auraflow, _auraflow_inputs)
+tiny("SanaTransformer2DModel", "sana", _make_sana, _sana_inputs)

@@ -11,12 +11,19 @@ from torch import nn
 
 from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, relative_placement
 from .dit import DiTBackbone
+from .families import SPECS
 from .flux import FluxBackbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
 
-BACKBONES: list[Backbone] = [UNetBackbone(), DiTBackbone(), SD3Backbone(), FluxBackbone()]
+BACKBONES: list[Backbone] = [
+    UNetBackbone(),
+    DiTBackbone(),
+    SD3Backbone(),
+    FluxBackbone(),
+    *(SpecBackbone(spec) for spec in SPECS),
+]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
 
@@ -32,7 +39,9 @@ def register(adapter: BackboneSpec | Backbone) -> Backbone:
     if not isinstance(backbone, Backbone):
         raise TypeError(f"register takes a BackboneSpec or a Backbone, got {type(adapter).__name__}")
     if any(b is backbone or (b.name == backbone.name and b.classes == backbone.classes) for b in BACKBONES):
-        raise ValueError(f"bigain: an adapter {backbone.name!r} for {', '.join(backbone.classes)} is already registered")
+        raise ValueError(
+            f"bigain: an adapter {backbone.name!r} for {', '.join(backbone.classes)} is already registered"
+        )
     BACKBONES.insert(0, backbone)
     _refresh()
     return backbone
