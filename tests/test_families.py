@@ -1,4 +1,4 @@
-"""The spec-described image families (AuraFlow, SANA) beyond their tiny defaults: every block and
+"""The spec-described image families (AuraFlow, SANA, CogView3-Plus) beyond their tiny defaults: every block and
 every reduced sub-layer, on odd non-square grids, and what stays untouched."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import bigain
 from bigain.backbones import coverage, find_backbone
 from tiny_models import by_name
 
-FAMILIES = ("auraflow", "sana")
+FAMILIES = ("auraflow", "sana", "cogview3plus")
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +82,33 @@ def test_auraflow_token_methods_leave_the_text_tokens_of_a_single_block_alone(mo
     assert torch.equal(reduced[:, :text], plain[:, :text])
 
 
-def test_sana_refuses_kv_methods_with_the_reason(models):
-    _, model, _ = models["sana"]
+@pytest.mark.parametrize(("family", "why"), [("sana", "linear"), ("cogview3plus", "joins text and image")])
+def test_kv_methods_are_refused_with_the_reason(models, family, why):
+    _, model, _ = models[family]
     for method in ("todo", "bigain-td"):
-        with pytest.raises(ValueError, match="linear"):
+        with pytest.raises(ValueError, match=why):
             bigain.apply(model, method)
     report = bigain.apply(model, "tome", merge_mlp=True)
     assert report.num_blocks > 0
     bigain.remove(model)
+
+
+def test_cogview3plus_token_methods_keep_every_text_token(models):
+    """The joint attention projects all the text and fewer image tokens; both outputs keep their length."""
+    entry, model, _ = models["cogview3plus"]
+    attn = model.transformer_blocks[1].attn1
+    queries, outputs = [], []
+    handles = [
+        attn.to_q.register_forward_pre_hook(lambda m, args: queries.append(args[0].shape[1])),
+        attn.register_forward_hook(lambda m, args, out: outputs.append([o.shape[1] for o in out])),
+    ]
+    try:
+        with torch.no_grad():
+            bigain.apply(model, "tome")
+            entry.forward(model)
+            bigain.remove(model)
+    finally:
+        for h in handles:
+            h.remove()
+    assert 5 < queries[0] < 5 + 9 * 7  # [text; reduced image]
+    assert outputs == [[9 * 7, 5]]  # (image expanded back, text)

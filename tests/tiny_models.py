@@ -137,3 +137,39 @@ def _sana_inputs() -> Inputs:
 
 tiny("AuraFlowTransformer2DModel", "auraflow", _make_auraflow, _auraflow_inputs)
 tiny("SanaTransformer2DModel", "sana", _make_sana, _sana_inputs)
+
+
+def _make_cogview3plus() -> nn.Module:
+    from diffusers import CogView3PlusTransformer2DModel
+
+    torch.manual_seed(0)
+    return CogView3PlusTransformer2DModel(
+        patch_size=2,
+        in_channels=4,
+        num_layers=4,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        out_channels=4,
+        text_embed_dim=12,
+        time_embed_dim=8,
+        condition_dim=4,
+        pos_embed_max_size=16,
+        sample_size=16,
+    )
+
+
+def _cogview3plus_inputs() -> Inputs:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 18, 14, generator=g)  # a 9x7 token grid: odd and not square
+    enc = torch.randn(2, 5, 12, generator=g)
+    size = torch.tensor([[18.0, 14.0]] * 2)
+    return (x,), dict(
+        encoder_hidden_states=enc,
+        timestep=torch.tensor([700, 300]),
+        original_size=size,
+        target_size=size,
+        crop_coords=torch.zeros(2, 2),
+    )
+
+
+tiny("CogView3PlusTransformer2DModel", "cogview3plus", _make_cogview3plus, _cogview3plus_inputs)

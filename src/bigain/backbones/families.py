@@ -14,6 +14,13 @@ those methods cut (it sums keys and values once into a d x d state), so downsamp
 values saves only their projections while still changing the output. The SANA pipeline passes t
 times `config.timestep_scale` (1.0 on SANA 1.x, read as the 0-1000 scale).
 
+CogView3-Plus (`CogView3PlusTransformer2DModel`): blocks whose attention takes the text as
+`encoder_hidden_states`, joins [text; image] in the processor (no rotary embedding) and returns the
+two streams apart; the feed-forward runs on [text; image] joined by the block. Token methods reduce
+the image tokens the attention receives. KV downsampling is refused: the key/value projections see
+text and image as one tensor, which the hooks cannot split (they swap the image input of `to_k` /
+`to_v`). The pipeline passes t on the 0-1000 scale.
+
 Default placement: the paper's DiT-XL/2 placement mapped by relative depth over all blocks in forward
 order (AuraFlow: the MMDiT then the single blocks).
 """
@@ -47,4 +54,20 @@ SANA = BackboneSpec(
     },
 )
 
-SPECS: tuple[BackboneSpec, ...] = (AURAFLOW, SANA)
+COGVIEW3PLUS = BackboneSpec(
+    name="cogview3plus",
+    classes=("CogView3PlusTransformer2DModel",),
+    # The feed-forward runs on [text; image] while the attention takes the text separately, so the
+    # feed-forward is not a role (`merge_mlp` reduces nothing there).
+    stacks=(Stack("transformer_blocks", {"attn": "attn1"}, text="joint"),),
+    placement="relative",
+    placement_text="the DiT-XL/2 placement mapped by relative depth (blocks 2-6 and 8-12 of CogView3-Plus's 30); image tokens only",
+    refuses={
+        "kv": (
+            "its attention processor joins text and image before the key/value projections, so the image "
+            "keys and values cannot be downsampled apart from the text"
+        )
+    },
+)
+
+SPECS: tuple[BackboneSpec, ...] = (AURAFLOW, SANA, COGVIEW3PLUS)
