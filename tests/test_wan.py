@@ -9,12 +9,12 @@ from typing import ClassVar
 
 import pytest
 import torch
+from test_backbones import _PermuteConfig
 
 import bigain
 from bigain import ops
 from bigain.methods import ToDoConfig
 from conftest import make_tiny_wan, wan_inputs
-from test_backbones import _PermuteConfig
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 
