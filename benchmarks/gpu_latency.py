@@ -76,7 +76,7 @@ class Case:
 
 # Video: the whole Wan 2.1-1.3B at 480p; Wan 2.1-14B at 720p as a stack of 4 of its 40 blocks (with its
 # embeddings and output layer), every block compressed: the whole model takes ~10 s a forward on an
-# H200, too long for one case's rounds in a device session. Methods run once bigain supports Wan.
+# H200, too long for one case's rounds in a device session. Methods run through bigain's Wan adapter.
 VIDEO_SMOKE = (9, 64, 96)  # --smoke: tiny Wan at 9 frames of 64 x 96 px (3 x 4 x 6 tokens)
 
 

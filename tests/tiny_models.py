@@ -27,8 +27,10 @@ from conftest import (
     make_tiny_sd3,
     make_tiny_sdxl_unet,
     make_tiny_unet,
+    make_tiny_wan,
     sd3_inputs,
     unet_inputs,
+    wan_inputs,
 )
 
 Inputs = tuple[tuple, dict[str, Any]]
@@ -81,3 +83,6 @@ tiny("PixArtTransformer2DModel", "pixart", make_tiny_pixart, _pixart_inputs)
 tiny("SD3Transformer2DModel", "sd3", make_tiny_sd3, lambda: ((), sd3_inputs(2)))
 tiny("SD3Transformer2DModel", "sd3.5", lambda: make_tiny_sd3(dual=True), lambda: ((), sd3_inputs(2)))
 tiny("FluxTransformer2DModel", "flux", make_tiny_flux, lambda: ((), flux_inputs(2)))
+tiny("WanTransformer3DModel", "wan", make_tiny_wan, lambda: ((), wan_inputs(2)))
+tiny("WanTransformer3DModel", "wan-i2v", lambda: make_tiny_wan(i2v=True), lambda: ((), wan_inputs(2, i2v=True)))
+tiny("WanTransformer3DModel", "wan2.2-ti2v", make_tiny_wan, lambda: ((), wan_inputs(2, per_token=True)))

@@ -12,8 +12,9 @@ from .dit import DiTBackbone
 from .flux import FluxBackbone
 from .sd3 import SD3Backbone
 from .unet import UNetBackbone
+from .wan import WanBackbone
 
-BACKBONES: list[Backbone] = [UNetBackbone(), DiTBackbone(), SD3Backbone(), FluxBackbone()]
+BACKBONES: list[Backbone] = [UNetBackbone(), DiTBackbone(), SD3Backbone(), FluxBackbone(), WanBackbone()]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
 
