@@ -59,7 +59,7 @@ from bigain.patching import inspect_model  # noqa: E402
 from bigain.precision import DTYPES  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "gpu-latency"
-PARTS = ("eager", "compiled", "classify")
+PARTS = ("sync", "eager", "compiled", "classify")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Case:
 
 # Video: the whole Wan 2.1-1.3B at 480p; Wan 2.1-14B at 720p as a stack of 4 of its 40 blocks (with its
 # embeddings and output layer), every block compressed: the whole model takes ~10 s a forward on an
-# H200, too long for one case's rounds in a device session. Methods run once bigain supports Wan.
+# H200, too long for one case's rounds in a device session. Methods run through bigain's Wan adapter.
 VIDEO_SMOKE = (9, 64, 96)  # --smoke: tiny Wan at 9 frames of 64 x 96 px (3 x 4 x 6 tokens)
 
 
@@ -678,6 +678,98 @@ def save(out: Path, data: dict[str, Any]) -> None:
     write_json(out.with_suffix(".json"), data)
 
 
+SYNC_MODELS = ("sd2", "sdxl", "dit-xl2", "pixart-alpha", "sd3-medium", "flux-dev")
+SYNC_METHODS = ("tome", "bigain-tm", "todo", "bigain-td", "sito")
+
+
+def _to(v: Any, device: torch.device) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.to(device)
+    if isinstance(v, dict):
+        return {k: _to(x, device) for k, x in v.items()}
+    return v
+
+
+def _steady_forward(model: torch.nn.Module, inputs: dict[str, Any], device: torch.device) -> Any:
+    latent = next(iter(inputs))
+    kwargs = {k: v for k, v in inputs.items() if k != latent}
+    with torch.no_grad():
+        return model(inputs[latent], **kwargs)
+
+
+def run_sync_case(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Every method on every family (tiny configs: a sync is a sync at any size) with the timesteps on
+    the device, as pipelines pass them: on CUDA a steady-state forward under
+    `torch.cuda.set_sync_debug_mode("error")` (a host<->device sync raises); elsewhere (--smoke) the
+    meta-device transfer counter of `bigain.bench.dispatch`. Also: capture in CUDA graphs
+    (`torch.compile(mode="reduce-overhead")`) of a patched DiT, replayed over two timesteps."""
+    import bigain
+    from bigain.bench.dispatch import count_traffic
+
+    cuda = device.type == "cuda"
+    run_device = device if cuda else torch.device("meta")
+    results: dict[str, Any] = {}
+    for name in SYNC_MODELS:
+        spec = model_spec(name, tiny=True)
+        for method in SYNC_METHODS:
+            key = f"{name} {method}"
+            try:
+                model = build_model(name, run_device, tiny=True)
+                inputs = _to(example_inputs(name, 64, 2, device="cpu", tiny=True), run_device)
+                opts = {"blocks": "all"} if spec.family in ("sd3", "flux") else {}
+                bigain.apply(model, method, **opts)
+                if spec.family == "flux":
+                    n = inputs["img_ids"].shape[0]
+                    side = int(round(n**0.5))
+                    bigain.set_grid(model, (side, n // side))
+                _steady_forward(model, inputs, run_device)  # warm-up: per-device caches, Flux grid
+                if cuda:
+                    torch.cuda.synchronize(device)
+                    torch.cuda.set_sync_debug_mode("error")
+                    try:
+                        _steady_forward(model, inputs, run_device)
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
+                    results[key] = {"ok": True}
+                else:
+                    tr = count_traffic(lambda m=model, i=inputs: _steady_forward(m, i, run_device))
+                    results[key] = {"ok": tr.transfers == 0, "h2d": tr.h2d, "d2h": tr.d2h}
+            except Exception as exc:  # a sync raises here on CUDA: record which method and model
+                results[key] = {"ok": False, "error": error_text(exc)}
+            print(f"    {key:28s} {'ok' if results[key]['ok'] else 'SYNC: ' + str(results[key])}", flush=True)
+    graphs: dict[str, Any] = {}
+    if cuda:
+        for method in SYNC_METHODS:
+            try:
+                model = build_model("dit-xl2", device, tiny=True)
+                inputs = example_inputs("dit-xl2", 64, 2, device=device, tiny=True)
+                bigain.apply(model, method)
+                eager = [first_tensor(_steady_forward(model, dict(inputs, timestep=t), device)).clone()
+                         for t in (torch.full((2,), 700, device=device), torch.full((2,), 300, device=device))]
+                torch._dynamo.reset()
+                compiled = torch.compile(model, mode="reduce-overhead", fullgraph=True)
+                outs = []
+                for _ in range(3):  # warm-up, record, replay
+                    outs = [first_tensor(_steady_forward(compiled, dict(inputs, timestep=t), device)).clone()
+                            for t in (torch.full((2,), 700, device=device), torch.full((2,), 300, device=device))]
+                err = max(float((a - b).abs().max()) for a, b in zip(outs, eager))
+                graphs[method] = {"ok": err < 5e-2, "max_abs_diff": err}
+            except Exception as exc:
+                graphs[method] = {"ok": False, "error": error_text(exc)}
+            print(f"    cudagraphs {method:12s} {graphs[method]}", flush=True)
+    return {
+        "id": "sync",
+        "part": "sync",
+        "complete": True,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+        "check": "cuda sync debug mode" if cuda else "meta-device transfer counter",
+        "results": results,
+        "cuda_graphs": graphs,
+        "all_ok": all(r["ok"] for r in results.values()) and all(g["ok"] for g in graphs.values()),
+    }
+
+
 def run_part(
     part: str, args: argparse.Namespace, data: dict[str, Any], out: Path, device: torch.device
 ) -> None:
@@ -690,6 +782,8 @@ def run_part(
             for cid, mode, keys in COMPILED
             if not args.cases or cid in args.cases
         ]
+    elif part == "sync":
+        jobs = [("sync:all", None, None, ())]
     else:
         jobs = [("classify:sd2-512", None, None, ())]
     for key, case, mode, keys in jobs:
@@ -711,6 +805,8 @@ def run_part(
                 rec = run_eager_case(case, args, device)
             elif part == "compiled":
                 rec = run_compiled_case(case, mode, keys, args, device)
+            elif part == "sync":
+                rec = run_sync_case(args, device)
             else:
                 rec = run_classify_case(args, device)
         except Exception as exc:  # one case failing must not lose the others of an unattended run
@@ -1009,6 +1105,23 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"- {'met' if t['met'] else 'NOT MET'}: {t['target']} — {t['case']}: {t['detail']}")
         lines.append("")
     lines += ["Runs: " + "; ".join(f"{r['started']} {r['command']}" for r in data.get("runs", [])), ""]
+    sync = data["cases"].get("sync:all")
+    if sync and sync.get("complete"):
+        bad = [k for k, r in sync["results"].items() if not r["ok"]]
+        lines += [
+            "",
+            "## Host syncs in a patched forward",
+            "",
+            f"Check: {sync['check']} on {sync.get('gpu') or sync['device']}; every method on every family "
+            "(tiny configs), timesteps on the device as pipelines pass them: "
+            + ("no sync in any." if not bad else "syncs in: " + ", ".join(bad) + "."),
+        ]
+        if sync.get("cuda_graphs"):
+            cg = sync["cuda_graphs"]
+            lines.append(
+                "CUDA graphs (`torch.compile(mode=\"reduce-overhead\")`, patched tiny DiT, two timesteps "
+                "replayed): " + ", ".join(f"{m} {'ok' if r['ok'] else 'FAILED'}" for m, r in cg.items()) + "."
+            )
     return "\n".join(lines)
 
 

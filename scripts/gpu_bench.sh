@@ -11,6 +11,9 @@
 #        du -sh .whl
 # 2. On the GPU machine, one part per call, each well under 7 minutes (the part stops starting new
 #    cases after --budget-s, 330 s by default; `timeout` is the hard stop):
+#        scripts/gpu_bench.sh sync              OUT   # first: no host sync in a patched forward (every
+#                                                     # method x family, sync debug mode "error"), and
+#                                                     # CUDA-graph capture of each method (seconds)
 #        scripts/gpu_bench.sh eager-unet        OUT   # SD2 and SDXL cases
 #        scripts/gpu_bench.sh eager-dit         OUT   # PixArt, DiT-XL/2, SD3-medium, Flux-dev
 #        scripts/gpu_bench.sh eager-video       OUT   # Wan 2.1-1.3B 480p; a 4-block stack of Wan 2.1-14B at 720p
@@ -46,6 +49,7 @@ if [ "$what" = wheels ]; then
 fi
 
 case "$what" in
+  sync) args=(--part sync) ;;
   eager-unet) args=(--part eager --cases sd2-512-b2 sd2-1024-b2 sd2-1024-b8 sd2-2048-b1 sdxl-1024-b2 sdxl-1024-b8) ;;
   eager-dit) args=(--part eager --cases pixart-1024-b2 pixart-1024-b8 dit-256-b8 dit-256-b64 dit-512-b16 sd3-1024-b2 flux-1024-b1) ;;
   eager-video) args=(--part eager --cases wan1.3b-480p-b1 wan14b-720p-4blocks-b1) ;;
@@ -56,7 +60,7 @@ case "$what" in
   compiled-rest) args=(--part compiled --budget-s 200 --cases pixart-1024-b2 sd2-1024-b2 sd2-1024-b8) ;;
   classify) args=(--part classify) ;;
   report) args=() ;;
-  *) echo "usage: scripts/gpu_bench.sh wheels | eager-unet | eager-dit | eager-video | eager | compiled-dit | compiled-sd2-512 |" \
+  *) echo "usage: scripts/gpu_bench.sh wheels | sync | eager-unet | eager-dit | eager-video | eager | compiled-dit | compiled-sd2-512 |" \
        "compiled-rest | compiled | classify | report [OUT]" >&2; exit 2 ;;
 esac
 

@@ -189,6 +189,54 @@ def flux_inputs(batch: int = 2, h: int = 6, w: int = 8, text: int = 5, seed: int
     )
 
 
+def make_tiny_wan(seed: int = 0, layers: int = 4, i2v: bool = False):
+    """A Wan 2.1 denoiser in miniature (the tiny pipeline's transformer); `i2v`: with the image
+    context of Wan 2.1 I2V (an image embedder and added key/value projections in every `attn2`)."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    extra = {"image_dim": 8, "added_kv_proj_dim": 24} if i2v else {}
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        **extra,
+    ).eval()
+
+
+def wan_inputs(
+    batch: int = 2, grid=(3, 4, 4), seed: int = 1, t=(700, 30), i2v: bool = False, per_token: bool = False
+) -> dict:
+    """One forward's inputs on a frames x height x width token grid (patch (1, 2, 2)). `i2v`: 512 text
+    tokens (Wan's processor splits the image context off at 512) and 3 image-context tokens;
+    `per_token`: Wan 2.2 TI2V-style (B, S) timesteps, the first frame's tokens at 0."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    text = 512 if i2v else 5
+    out = dict(
+        hidden_states=torch.randn(batch, 4, f, 2 * h, 2 * w, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_hidden_states=torch.randn(batch, text, 16, generator=g),
+        return_dict=False,
+    )
+    if i2v:
+        out["encoder_hidden_states_image"] = torch.randn(batch, 3, 8, generator=g)
+    if per_token:
+        ts = out["timestep"][:, None].expand(batch, f * h * w).clone()
+        ts[:, : h * w] = 0
+        out["timestep"] = ts
+    return out
+
+
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """A tiny fashion-dit (random weights) saved in the registry's folder format."""

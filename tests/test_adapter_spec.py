@@ -102,7 +102,7 @@ def test_the_spec_reads_grid_timesteps_and_roles(toy):
     assert blocks[0].roles["attn"] is model.layers[0].self_attn and not blocks[0].joint
     x, text, sigma = _inputs()
     info = adapter.read_forward(model, (x, text), {"sigma": sigma}, {})
-    assert info.grid == (7, 5) and torch.allclose(info.timesteps, torch.tensor([700.0, 400.0]))
+    assert (info.grid.height, info.grid.width) == (7, 5) and torch.allclose(info.timesteps, torch.tensor([700.0, 400.0]))
     info = adapter.read_forward(model, (x, text, 0.25), {}, {})
     assert info.host_timesteps == (250.0, 250.0)
     assert adapter.placement.startswith("the DiT-XL/2 placement mapped by relative depth")
@@ -121,7 +121,8 @@ def test_a_grid_function_where_the_latent_does_not_say_it(toy):
     )
     adapter = SpecBackbone(spec)
     x, text, sigma = _inputs(10, 14)
-    assert adapter.read_forward(model, (x, text, sigma), {}, {}).grid == (5, 7)
+    grid = adapter.read_forward(model, (x, text, sigma), {}, {}).grid
+    assert (grid.frames, grid.height, grid.width) == (1, 5, 7)
     assert adapter.default_blocks(model, adapter.blocks(model)) == (0, 2)
     assert adapter.placement == "blocks 0, 2, 9"
 

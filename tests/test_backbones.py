@@ -150,7 +150,7 @@ class _PermuteConfig(ToMeConfig):
 
     name: ClassVar[str] = "test-permute"
 
-    def make_plan(self, metric, height, width, draw):
+    def make_plan(self, metric, grid, draw):
         b, n, _ = metric.shape
         perm = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(i)) for i in range(b)])
         nd = n // 4
@@ -257,7 +257,7 @@ def test_flux_grid_from_ids_in_inference_mode_and_same_token_count_other_shape()
         for h, w in ((6, 8), (8, 6), (6, 8)):
             # ids made in inference mode (no version counter)
             fwd = _seen_forward(flux, lambda h=h, w=w: flux(**flux_inputs(2, h=h, w=w)))
-            assert fwd.grid == (h, w)
+            assert fwd.grid == ops.Grid.image(h, w)
     bigain.remove(flux)
 
 

@@ -230,7 +230,8 @@ def test_usage_errors_come_before_any_heavy_import():
     code = (
         "import sys; from bigain.cli import main\n"
         "for argv in (['sweep', '--images', 'x'], ['classify', '--limit', '0', '--out', 'o'],"
-        " ['generate', '--guidance', 'nan', '--out', 'o'], ['demo', '--images', 'x']):\n"
+        " ['generate', '--guidance', 'nan', '--out', 'o'], ['demo', '--images', 'x'],"
+        " ['bench', '--pixels', 'x'], ['train', '--model', 'fashion-dit', '--out', 'o', '--steps', 'x']):\n"
         "    assert main(argv) == 2, argv\n"
         "heavy = sorted(m for m in ('torch', 'diffusers') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
@@ -238,3 +239,11 @@ def test_usage_errors_come_before_any_heavy_import():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_bench_choices_written_for_fast_parsing_match_the_real_ones():
+    from bigain.bench.cli import DTYPE_NAMES, MODEL_NAMES
+    from bigain.bench.models import MODELS
+    from bigain.precision import DTYPES
+
+    assert tuple(MODELS) == MODEL_NAMES and tuple(DTYPES) == DTYPE_NAMES

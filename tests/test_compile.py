@@ -17,8 +17,10 @@ from conftest import (
     make_tiny_dit,
     make_tiny_flux,
     make_tiny_sd3,
+    make_tiny_wan,
     sd3_inputs,
     unet_inputs,
+    wan_inputs,
 )
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
@@ -70,6 +72,11 @@ def _loop_case(name: str):
         kw = sd3_inputs(2)
         kw.pop("timestep")
         return m, lambda f, t: f(timestep=t.expand(2), **kw)[0]  # as StableDiffusion3Pipeline
+    if name == "wan":
+        m = make_tiny_wan(layers=2)
+        kw = wan_inputs(2)
+        kw.pop("timestep")
+        return m, lambda f, t: f(timestep=t.expand(2), **kw)[0]  # as WanPipeline
     m = make_tiny_flux(double=1, single=2)
     kw = flux_inputs(2)
     kw.pop("timestep")
@@ -87,7 +94,7 @@ def _counting_backend():
     return backend, calls
 
 
-@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux"])
+@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan"])
 @pytest.mark.parametrize("method", METHODS)
 def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     """Every step of a loop, the last at t = 0, gives the eager output; at most two graphs.
@@ -98,7 +105,7 @@ def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     model, step = _loop_case(backbone)
     plain, plain_step = _loop_case(backbone)
     opts = {"alpha_schedule": (0.8, 1.2)} if method == "bigain-td" else {}
-    if backbone in ("sd3.5", "flux"):
+    if backbone in ("sd3.5", "flux", "wan"):
         opts["blocks"] = "all"
     bigain.apply(model, method, **opts)
     backend, graphs = _counting_backend()

@@ -111,10 +111,10 @@ def test_sito_config_similarity_dtype_reaches_the_plan():
     assert cfg.similarity_dtype == "fp16"
     assert make_config("sito").similarity_dtype == "fp32"
     metric, _ = _features(0)
-    got = cfg.plan(metric, 8, 8, 24, Draw(salt=0))
+    got = cfg.plan(metric, ops.Grid.image(8, 8), 24, Draw(salt=0))
     kept, _, tie_at_cut = ref_sito_half(metric[0], 8, 8, 24, torch.zeros(64), noise_alpha=0.0)
     assert not tie_at_cut and set(got.keep_idx[0].tolist()) == kept
-    default = make_config("sito", noise_alpha=0.0).plan(metric, 8, 8, 24, Draw(salt=0))
+    default = make_config("sito", noise_alpha=0.0).plan(metric, ops.Grid.image(8, 8), 24, Draw(salt=0))
     assert set(default.keep_idx[0].tolist()) != kept
     with pytest.raises(ValueError, match="similarity_dtype"):
         make_config("sito", similarity_dtype="fp8")
@@ -150,7 +150,7 @@ def test_bigain_td_kv_source_per_row_schedule_equals_reference_blend(dtype):
     ts = [975.0, 525.0, 25.0, 979.591796875]
     h = w = 8
     tokens = torch.randn(len(ts), h * w, 6, generator=torch.Generator().manual_seed(7)).to(dtype)
-    got = cfg.kv_source(tokens, h, w, 2, torch.tensor(ts))
+    got = cfg.kv_source(tokens, ops.Grid.image(h, w), 2, torch.tensor(ts))
     for row, s in enumerate(ts):
         a = start * (s / 999) + end * (1 - s / 999)
         grid = ops.tokens_to_map(tokens[row : row + 1], h, w)

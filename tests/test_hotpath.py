@@ -24,13 +24,15 @@ from conftest import (
     make_tiny_sd3,
     make_tiny_sdxl_unet,
     make_tiny_unet,
+    make_tiny_wan,
     sd3_inputs,
     unet_inputs,
+    wan_inputs,
 )
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan"]
 
 
 def _move(v, device):
@@ -65,6 +67,10 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_sd3(dual=name == "sd3.5").to(device)
         kw = _move(sd3_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "wan":
+        m = make_tiny_wan(layers=2).to(device)
+        kw = _move(wan_inputs(2), device)
+        return m, lambda: m(**kw)
     m = make_tiny_flux().to(device)
     kw = _move(flux_inputs(2), device)
     return m, lambda: m(**kw)
@@ -77,7 +83,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux"):
+    if name in ("sd3", "sd3.5", "flux", "wan"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

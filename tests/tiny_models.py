@@ -27,8 +27,10 @@ from conftest import (
     make_tiny_sd3,
     make_tiny_sdxl_unet,
     make_tiny_unet,
+    make_tiny_wan,
     sd3_inputs,
     unet_inputs,
+    wan_inputs,
 )
 
 Inputs = tuple[tuple, dict[str, Any]]
@@ -173,3 +175,6 @@ def _cogview3plus_inputs() -> Inputs:
 
 
 tiny("CogView3PlusTransformer2DModel", "cogview3plus", _make_cogview3plus, _cogview3plus_inputs)
+tiny("WanTransformer3DModel", "wan", make_tiny_wan, lambda: ((), wan_inputs(2)))
+tiny("WanTransformer3DModel", "wan-i2v", lambda: make_tiny_wan(i2v=True), lambda: ((), wan_inputs(2, i2v=True)))
+tiny("WanTransformer3DModel", "wan2.2-ti2v", make_tiny_wan, lambda: ((), wan_inputs(2, per_token=True)))

@@ -298,6 +298,9 @@ def _classify(argv: Sequence[str]) -> int:
 
 
 def _train(argv: Sequence[str]) -> int:
+    from .models.train_args import build_parser
+
+    build_parser().parse_args(list(argv))  # usage errors before torch loads
     from .models.train import main
 
     return main(list(argv))
@@ -321,7 +324,7 @@ def _methods(argv: Sequence[str]) -> int:
 
 
 def _bench(argv: Sequence[str]) -> int:
-    from .bench.cli import main
+    from .bench.cli import main  # parses before it imports torch
 
     return main(list(argv))
 

@@ -16,12 +16,14 @@ from .flux import FluxBackbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
+from .wan import WanBackbone
 
 BACKBONES: list[Backbone] = [
     UNetBackbone(),
     DiTBackbone(),
     SD3Backbone(),
     FluxBackbone(),
+    WanBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .. import ops
+
 # The paper's DiT-XL/2 placement: 0-based blocks 1-5 and 7-11 of 28.
 PAPER_DIT_BLOCKS = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)
 PAPER_DIT_DEPTH = 28
@@ -53,7 +55,7 @@ class Block:
 class ForwardInfo:
     """What one forward of the denoiser looks like, read by the model pre-hook."""
 
-    grid: tuple[int, int]  # level-1 grid: latent (H, W) on U-Nets, the token grid on transformers
+    grid: ops.Grid  # level-1 grid: the latent (1, H, W) on U-Nets, the token grid on transformers
     timesteps: torch.Tensor | None  # (B,) float32 on the 0-1000 scale, on the input's device
     host_timesteps: tuple[float, ...] | None = None  # the same, when the caller gave Python numbers
     extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific
@@ -99,7 +101,7 @@ def patch_grid_forward(model: nn.Module, args: tuple, kwargs: dict, t_pos: int) 
     t = args[t_pos] if len(args) > t_pos else kwargs.get("timestep")
     dev, host = as_timesteps(t, x.shape[0], x.device)
     p = int(model.config.patch_size)
-    return ForwardInfo((int(x.shape[-2]) // p, int(x.shape[-1]) // p), dev, host)
+    return ForwardInfo(ops.Grid.image(int(x.shape[-2]) // p, int(x.shape[-1]) // p), dev, host)
 
 
 class Backbone:
@@ -113,6 +115,20 @@ class Backbone:
     # Methods this family does not take, by method name or mechanism ("tokens", "kv"), with the
     # reason `apply` gives; every method is taken by default.
     refuses: ClassVar[dict[str, str]] = {}
+    # Rotary tables passed to the "attn" sub-layer, by keyword `rope_kwarg` or at argument position
+    # `rope_position`; None: the family has none (or applies them before the attention). When a
+    # method changes the tokens that attention sees, the hooks take the tables out of the call and
+    # apply `rope` to the q/k norm outputs with the rows of the tokens actually present.
+    rope_kwarg: ClassVar[str | None] = None
+    rope_position: ClassVar[int | None] = None
+
+    def rope_rows(self, tables: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (cos, sin) tables of an attention call as (S, D) rows ([text; image] rows on Flux)."""
+        return tables
+
+    def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: nn.Module) -> torch.Tensor:
+        """Rotate a q/k norm output `x` of `attn` with (S, D) or per-sample (B, S, D) rows."""
+        return ops.rope_pairs(x, cos, sin)
 
     def refusal(self, method: str, mechanism: str) -> str | None:
         """Why this family refuses a method (by its name or its mechanism), or None."""
@@ -137,22 +153,23 @@ class Backbone:
         learns once per model (never shared between models)."""
         raise NotImplementedError
 
-    def grid(self, info: ForwardInfo, block: Block, num_tokens: int) -> tuple[int, int]:
-        """The (H, W) token grid of `block` in this forward."""
-        gh, gw = info.grid
-        if gh * gw != num_tokens:
-            raise ValueError(f"bigain: {num_tokens} image tokens do not fit the {gh}x{gw} token grid of {block.name}")
-        return gh, gw
+    def grid(self, info: ForwardInfo, block: Block, num_tokens: int) -> ops.Grid:
+        """The token grid of `block` in this forward."""
+        grid = info.grid
+        if grid.tokens != num_tokens:
+            shape = f"{grid.height}x{grid.width}" if grid.is_image else str(grid)
+            raise ValueError(f"bigain: {num_tokens} image tokens do not fit the {shape} token grid of {block.name}")
+        return grid
 
-    def sample_grid(self, model: nn.Module) -> tuple[int, int] | None:
+    def sample_grid(self, model: nn.Module) -> ops.Grid | None:
         """The level-1 grid at the model's configured sample size (for the report), if known."""
         s = getattr(model.config, "sample_size", None)
         if s is None:
             return None
         h, w = (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
         p = int(getattr(model.config, self.patch_size_attr, 1) or 1)
-        return h // p, w // p
+        return ops.Grid.image(h // p, w // p)
 
-    def block_grid(self, grid: tuple[int, int], level: int) -> tuple[int, int]:
+    def block_grid(self, grid: ops.Grid, level: int) -> ops.Grid:
         """The token grid of a block at `level` given the level-1 grid."""
         return grid

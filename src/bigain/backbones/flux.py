@@ -28,6 +28,7 @@ class FluxBackbone(Backbone):
     default_metric = "attn"
     placement = "the DiT-XL/2 placement mapped by relative depth over the double- then single-stream blocks"
     rope_kwarg = "image_rotary_emb"
+    rope_position = 3  # FluxAttention.forward(hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
     def blocks(self, model: nn.Module) -> list[Block]:
         singles = list(model.single_transformer_blocks)
@@ -93,7 +94,8 @@ class FluxBackbone(Backbone):
         t = args[3] if len(args) > 3 else kwargs.get("timestep")
         dev, host = as_timesteps(t, x.shape[0], x.device, scale=1000.0)
         img_ids = args[4] if len(args) > 4 else kwargs.get("img_ids")
-        return ForwardInfo(self._grid(img_ids, x.shape[1], cache), dev, host)
+        h, w = self._grid(img_ids, x.shape[1], cache)
+        return ForwardInfo(ops.Grid.image(h, w), dev, host)
 
-    def sample_grid(self, model: nn.Module) -> tuple[int, int] | None:
+    def sample_grid(self, model: nn.Module) -> ops.Grid | None:
         return None

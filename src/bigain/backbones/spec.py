@@ -31,9 +31,8 @@ where the latent does not say it, by a small function `grid(model, inputs) -> (r
 forward's arguments by name. The timestep argument times `timestep_scale` must be on the 0-1000 scale
 (a flow model that takes sigma in [0, 1] says 1000.0).
 
-Families whose rotary embedding is applied inside the attention processor in a layout the hooks do
-not follow (see `rope_kwarg`: only Flux's (cos, sin) tables of shape (S, D) on adjacent channel pairs,
-after the q/k norms) cannot be described by a spec; U-Nets (levels by feature-map resolution) and Flux
+A spec's `rope_kwarg` means Flux's rotary layout ((cos, sin) tables of shape (S, D) on adjacent
+channel pairs, after the q/k norms); another layout needs a subclass overriding `rope_rows` / `rope`; U-Nets (levels by feature-map resolution) and Flux
 (the grid read from `img_ids`) are adapters written as code beside this module.
 """
 
@@ -47,6 +46,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from .. import ops
 from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, relative_placement
 
 ROLES = ("attn", "attn2", "cross", "ff")
@@ -186,8 +186,6 @@ class SpecBackbone(Backbone):
     attribute `spec` (its other class attributes are filled from the spec unless it sets them)."""
 
     spec: ClassVar[BackboneSpec | None] = None
-    rope_kwarg: ClassVar[str | None] = None
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         spec = cls.__dict__.get("spec")
@@ -251,12 +249,12 @@ class SpecBackbone(Backbone):
             if x is None or x.dim() != 4:
                 raise ValueError(f"bigain: the {type(model).__name__} input must be a (B, C, H, W) latent")
             p = int(getattr(model.config, spec.patch_size_attr))
-            grid = (int(x.shape[-2]) // p, int(x.shape[-1]) // p)
+            grid = ops.Grid.image(int(x.shape[-2]) // p, int(x.shape[-1]) // p)
         else:
             if x is None:
                 raise ValueError(f"bigain: the {type(model).__name__} forward got no `{spec.latent}`")
             rows, cols = spec.grid(model, _Inputs(model, args, kwargs))
-            grid = (int(rows), int(cols))
+            grid = ops.Grid.image(int(rows), int(cols))
         t = argument(model, args, kwargs, spec.timestep)
         dev, host = as_timesteps(t, x.shape[0], x.device, scale=spec.timestep_scale)
         return ForwardInfo(grid, dev, host)

@@ -69,20 +69,24 @@ class UNetBackbone(Backbone):
             raise ValueError("bigain: the U-Net input `sample` must be a (B, C, H, W) latent")
         t = args[1] if len(args) > 1 else kwargs.get("timestep")
         dev, host = as_timesteps(t, x.shape[0], x.device)
-        return ForwardInfo((int(x.shape[-2]), int(x.shape[-1])), dev, host)
+        return ForwardInfo(ops.Grid.image(int(x.shape[-2]), int(x.shape[-1])), dev, host)
 
-    def grid(self, info: ForwardInfo, block: Block, num_tokens: int) -> tuple[int, int]:
-        h, w = info.grid
-        gh, gw = ops.level_grid(h, w, block.level)
-        if gh * gw != num_tokens:
-            gh, gw = ops.level_grid(h, w, ops.infer_level(h, w, num_tokens))
-        return gh, gw
+    def grid(self, info: ForwardInfo, block: Block, num_tokens: int) -> ops.Grid:
+        grids = info.extra.setdefault("grids", {})  # one Grid per token count and forward
+        grid = grids.get(num_tokens)
+        if grid is None:
+            latent = info.grid
+            grid = latent.at_level(block.level)
+            if grid.tokens != num_tokens:
+                grid = latent.at_level(ops.infer_level(latent.height, latent.width, num_tokens))
+            grids[num_tokens] = grid
+        return grid
 
-    def sample_grid(self, model: nn.Module) -> tuple[int, int] | None:
+    def sample_grid(self, model: nn.Module) -> ops.Grid | None:
         s = getattr(model.config, "sample_size", None)
         if s is None:
             return None
-        return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
+        return ops.Grid.image(s, s) if isinstance(s, int) else ops.Grid.image(int(s[0]), int(s[1]))
 
-    def block_grid(self, grid: tuple[int, int], level: int) -> tuple[int, int]:
-        return ops.level_grid(grid[0], grid[1], level)
+    def block_grid(self, grid: ops.Grid, level: int) -> ops.Grid:
+        return grid.at_level(level)

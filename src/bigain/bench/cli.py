@@ -16,15 +16,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..cliutil import UsageError, check_device, positive_int
-from ..precision import DTYPES
 from ..textvalues import parse_option_value
-from .flops import count_flops
-from .models import MODELS, build_model, example_inputs
-from .patch import compressed_sublayers, patched
-from .timing import machine_info, sublayer_share, time_once
+
+# The choices, written here so that the command line parses before torch loads (a test checks them
+# against bigain.bench.models.MODELS and bigain.precision.DTYPES).
+MODEL_NAMES = ("sd2", "sdxl", "pixart-alpha", "dit-xl2", "sd3-medium", "flux-dev")
+DTYPE_NAMES = ("fp32", "bf16", "fp16")
 
 
 def parse_setting(text: str) -> tuple[str, str, dict[str, Any]]:
@@ -41,7 +39,7 @@ def parse_setting(text: str) -> tuple[str, str, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bigain bench", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="sd2", choices=list(MODELS))
+    p.add_argument("--model", default="sd2", choices=list(MODEL_NAMES))
     p.add_argument(
         "--pixels",
         type=positive_int,
@@ -49,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         help="image side (default 512 for sd2, 256 for dit-xl2, 1024 otherwise)",
     )
     p.add_argument("--batch", type=positive_int, default=1)
-    p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPE_NAMES))
     p.add_argument("--device", default="cpu")
     p.add_argument("--methods", nargs="+", default=["none", "tome:ratio=0.5", "todo:downsample_factor=2"])
     p.add_argument("--repeats", type=positive_int, default=3)
@@ -57,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flops-only", action="store_true", help="count FLOPs only (meta device, no forward)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
+    import torch
+
+    from ..precision import DTYPES
+    from .flops import count_flops
+    from .models import build_model, example_inputs
+    from .patch import compressed_sublayers, patched
+    from .timing import machine_info, sublayer_share, time_once
+
     args.device = check_device(args.device)
     if args.out and Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} is a folder; expected a JSON file path")

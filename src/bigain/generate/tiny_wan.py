@@ -4,7 +4,8 @@ For tests and for trying ``bigain generate`` on video without fetching a real ch
 
     python -m bigain.generate.tiny_wan runs/tiny-wan      # writes a diffusers pipeline folder
 
-Every part is built from a config: a 2-block ``WanTransformer3DModel``, a 2-level
+Every part is built from a config: a 4-block ``WanTransformer3DModel`` (bigain's default placement
+compresses block 1 of 4), a 2-level
 ``AutoencoderKLWan`` (8x less height and width, 4x fewer frames after the first), a 1-layer UMT5
 encoder, a character-level tokenizer built in memory, and Wan's UniPC flow scheduler. The videos
 it makes are noise; they exercise the machinery, not the quality. Needs ``transformers``
@@ -50,7 +51,7 @@ def tiny_wan_tokenizer(model_max_length: int = 64) -> Any:
     )
 
 
-def tiny_wan_transformer(seed: int = 0, layers: int = 2) -> Any:
+def tiny_wan_transformer(seed: int = 0, layers: int = 4) -> Any:
     """A Wan 2.1 denoiser in miniature: 2 heads of 12 channels, patch (1, 2, 2), 4 latent channels."""
     from diffusers import WanTransformer3DModel
 
@@ -71,7 +72,7 @@ def tiny_wan_transformer(seed: int = 0, layers: int = 2) -> Any:
     ).eval()
 
 
-def tiny_wan_pipeline(seed: int = 0, layers: int = 2) -> Any:
+def tiny_wan_pipeline(seed: int = 0, layers: int = 4) -> Any:
     """A ``WanPipeline`` (fp32, CPU, random weights) ready to call or to ``save_pretrained``.
 
     Frame counts are 4k + 1 (1, 5, 9, ...) and height and width multiples of 16, as for Wan 2.1;
@@ -119,7 +120,7 @@ def tiny_wan_pipeline(seed: int = 0, layers: int = 2) -> Any:
     )
 
 
-def save_tiny_wan(folder: str | os.PathLike, seed: int = 0, layers: int = 2) -> Path:
+def save_tiny_wan(folder: str | os.PathLike, seed: int = 0, layers: int = 4) -> Path:
     """Write :func:`tiny_wan_pipeline` to ``folder`` (a diffusers pipeline folder); returns it."""
     folder = Path(folder)
     tiny_wan_pipeline(seed, layers).save_pretrained(folder)

@@ -90,13 +90,13 @@ class Draw:
     table: ops.KeyedTable | None = None
     slot: int = 0
 
-    def window_choice(self, height: int, width: int, sx: int, sy: int, device: torch.device) -> torch.Tensor:
-        """A random destination index per sx x sy window: (B or 1, H//sy, W//sx)."""
+    def windows(self, grid: ops.Grid, window: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+        """A random destination index per (st, sy, sx) window: (B or 1, T//st, H//sy, W//sx)."""
         if self.table is not None:
-            return self.table.window_choice(self.slot, height, width, sx, sy)
+            return self.table.windows(self.slot, grid, window)
         if self.keys is not None:
-            return ops.keyed_choice(self.keys.to(device), self.salt, height, width, sx, sy)
-        return ops.random_choice(height, width, sx, sy, self.generator, device)
+            return ops.keyed_windows(self.keys.to(device), self.salt, grid, window)
+        return ops.random_windows(grid, window, self.generator, device)
 
     def normal(self, batch: int, count: int, device: torch.device) -> torch.Tensor:
         """Standard normal noise (batch, count)."""
@@ -160,7 +160,7 @@ class MethodConfig:
         return False
 
     # -- report ------------------------------------------------------------------------------
-    def reduced_tokens(self, num_tokens: int, height: int, width: int, param: int) -> int:
+    def reduced_tokens(self, num_tokens: int, grid: ops.Grid, param: int) -> int:
         """Tokens the compressed sub-layer works on (queries for token methods, keys for KV)."""
         return num_tokens
 

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 
 from .. import ops
-from .base import Draw, check
+from .base import Draw, as_bool, check
 from .tome import MergeConfig
 
 
@@ -19,19 +19,29 @@ class BiGainTMConfig(MergeConfig):
     """BiGain-TM: the destination of each window is its lowest-Laplacian (smoothest) token.
 
     dst_rule: "paper" (the true per-window arg-min) or "reference" (the official code's grouping of
-    row strips, kept to reproduce published numbers); norm: "l1" or "l2" for the Laplacian score.
+    row strips, kept to reproduce published numbers; windows within a frame only, st=1); norm: "l1"
+    or "l2" for the Laplacian score; temporal: on video grids, add the neighbouring frames to the
+    Laplacian (default False: frame by frame, the score BiGain-TM was designed with).
     The choice is deterministic, so there is no seed or random source to set.
     """
 
     name: ClassVar[str] = "bigain-tm"
     dst_rule: str = "paper"
     norm: str = "l1"
+    temporal: bool = False
 
     def validate(self) -> None:
         super().validate()
         check(self.dst_rule in ("paper", "reference"), "dst_rule", self.dst_rule, "'paper' or 'reference'")
+        check(
+            self.dst_rule == "paper" or self.st == 1,
+            "dst_rule",
+            self.dst_rule,
+            "'paper' when st > 1 ('reference' groups rows within one frame)",
+        )
         check(self.norm in ("l1", "l2"), "norm", self.norm, "'l1' or 'l2'")
+        self.temporal = as_bool("temporal", self.temporal)
 
-    def choice(self, metric: torch.Tensor, height: int, width: int, draw: Draw) -> torch.Tensor:
-        score = ops.laplacian_score(metric, height, width, self.norm)
-        return ops.score_choice(score, height, width, self.sx, self.sy, rule=self.dst_rule)
+    def choice(self, metric: torch.Tensor, grid: ops.Grid, draw: Draw) -> torch.Tensor:
+        score = ops.frequency_score(metric, grid, self.norm, self.temporal)
+        return ops.score_windows(score, grid, self.window, rule=self.dst_rule)

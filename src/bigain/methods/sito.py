@@ -43,16 +43,14 @@ class SiToConfig(RandomConfig):
     def uses_random(self) -> bool:
         return self.noise_alpha != 0
 
-    def plan(self, metric: torch.Tensor, height: int, width: int, r: int, draw: Draw) -> ops.PrunePlan:
+    def plan(self, metric: torch.Tensor, grid: ops.Grid, r: int, draw: Draw) -> ops.PrunePlan:
         b, n, _ = metric.shape
         noise = None if self.noise_alpha == 0 else draw.normal(b, n, metric.device)
-        return ops.similarity_prune_plan(
+        return ops.prune_plan(
             metric,
-            height,
-            width,
+            grid,
             r,
-            self.sx,
-            self.sy,
+            self.window,
             self.beta,
             self.noise_alpha,
             noise,

@@ -24,17 +24,18 @@ class MergeConfig(WindowedConfig):
         super().validate()
         check(self.mode in ("mean", "prune"), "mode", self.mode, "'mean' or 'prune'")
 
-    def choice(self, metric: torch.Tensor, height: int, width: int, draw: Draw) -> torch.Tensor:  # pragma: no cover
+    def choice(self, metric: torch.Tensor, grid: ops.Grid, draw: Draw) -> torch.Tensor:  # pragma: no cover
+        """The destination of every window: (B or 1, T//st, H//sy, W//sx) indices into the window."""
         raise NotImplementedError
 
-    def plan(self, metric: torch.Tensor, height: int, width: int, r: int, draw: Draw) -> ops.MergePlan:
-        dst, src = ops.partition(self.choice(metric, height, width, draw), height, width, self.sx, self.sy)
+    def plan(self, metric: torch.Tensor, grid: ops.Grid, r: int, draw: Draw) -> ops.MergePlan:
+        dst, src = ops.partition_windows(self.choice(metric, grid, draw), grid, self.window)
         return ops.bipartite_merge_plan(metric, dst, src, r, self.mode)
 
 
 @dataclass
 class ToMeConfig(MergeConfig, RandomConfig):
-    """ToMe for SD: one random (or top-left, `use_rand=False`) destination per sx x sy window."""
+    """ToMe for SD: one random (or first, `use_rand=False`) destination per (st, sy, sx) window."""
 
     name: ClassVar[str] = "tome"
     use_rand: bool = True
@@ -46,7 +47,7 @@ class ToMeConfig(MergeConfig, RandomConfig):
     def uses_random(self) -> bool:
         return self.use_rand
 
-    def choice(self, metric: torch.Tensor, height: int, width: int, draw: Draw) -> torch.Tensor:
+    def choice(self, metric: torch.Tensor, grid: ops.Grid, draw: Draw) -> torch.Tensor:
         if not self.use_rand:
-            return ops.fixed_choice(height, width, self.sx, self.sy, metric.device)
-        return draw.window_choice(height, width, self.sx, self.sy, metric.device)
+            return ops.fixed_windows(grid, self.window, metric.device)
+        return draw.windows(grid, self.window, metric.device)

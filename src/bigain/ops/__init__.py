@@ -47,6 +47,7 @@ from .partition import (
     score_windows,
 )
 from .plans import MergePlan, PrunePlan, bipartite_merge_plan, prune_plan, similarity_prune_plan
+from .rope import rope_pairs, rope_pairs_promoted
 from .tracing import is_compiling
 
 __all__ = [
@@ -88,6 +89,8 @@ __all__ = [
     "random_windows",
     "score_choice",
     "score_windows",
+    "rope_pairs",
+    "rope_pairs_promoted",
     "seed_salt",
     "similarity_prune_plan",
     "timestep_keys",

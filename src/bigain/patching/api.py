@@ -119,8 +119,8 @@ def _token_counts(info: ModelInfo, block: Block, cfg: MethodConfig, param: int) 
     grid = info.backbone.sample_grid(info.denoiser)
     if grid is None:
         return None, None
-    h, w = info.backbone.block_grid(grid, block.level)
-    return h * w, cfg.reduced_tokens(h * w, h, w, param)
+    g = info.backbone.block_grid(grid, block.level)
+    return g.tokens, cfg.reduced_tokens(g.tokens, g, param)
 
 
 def is_patched(model_or_pipeline: object) -> bool:

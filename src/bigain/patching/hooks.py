@@ -43,16 +43,23 @@ def _with_hidden(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple,
     return args, kwargs
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding on (B, S, heads, D) with tables (S, D) or per-sample (B, S, D); pairs of
-    adjacent channels rotate together (Flux's convention), computed in fp32 like diffusers."""
-    if cos.dim() == 2:
-        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    else:
-        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
-    pairs = x.reshape(*x.shape[:-1], -1, 2)
-    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(3)
-    return (x.float() * cos.to(x.device) + rotated.float() * sin.to(x.device)).to(x.dtype)
+def _arg(args: tuple, kwargs: dict, position: int | None, name: str) -> Any:
+    """An argument of a sub-layer call, passed by keyword `name` or at `position`."""
+    if position is not None and len(args) > position:
+        return args[position]
+    return kwargs.get(name)
+
+
+def _with_arg(args: tuple, kwargs: dict, position: int | None, name: str, value: Any) -> tuple[tuple, dict]:
+    """The call with that argument replaced (where the caller put it: by position or by keyword)."""
+    if position is not None and len(args) > position:
+        return args[:position] + (value,) + tuple(args[position + 1 :]), kwargs
+    kwargs = dict(kwargs)
+    kwargs[name] = value
+    return args, kwargs
+
+
+apply_rope = ops.rope_pairs  # Flux's convention (the default `Backbone.rope`)
 
 
 def _plan_positions(plan: Any) -> torch.Tensor:
@@ -198,12 +205,11 @@ class _BlockHooks:
         """Drop everything of the forward that just ended."""
         self._rope = None
 
-    def _image(self, x: torch.Tensor) -> tuple[int, torch.Tensor, tuple[int, int]]:
+    def _image(self, x: torch.Tensor) -> tuple[int, torch.Tensor, ops.Grid]:
         """(text prefix length, image tokens, grid) of a sub-layer input."""
         fwd = self.state.current()
         if self.block.text_prefix:
-            gh, gw = fwd.grid
-            t = x.shape[1] - gh * gw
+            t = x.shape[1] - fwd.grid.tokens
             img = x[:, t:]
         else:
             t, img = 0, x
@@ -213,7 +219,7 @@ class _BlockHooks:
         if self.rope_kwarg is not None:
             self._install_rope(self.block.roles["attn"], hooks)
 
-    # -- rotary embeddings (Flux) ------------------------------------------------------------
+    # -- rotary embeddings (Flux, Wan) -------------------------------------------------------
     def _install_rope(self, attn: nn.Module, hooks: HookSet) -> None:
         if getattr(attn, "norm_q", None) is None or getattr(attn, "norm_k", None) is None:
             raise ValueError(f"bigain: {self.block.name} applies rotary embeddings without q/k norms to hook")
@@ -226,38 +232,37 @@ class _BlockHooks:
                     hooks.post(getattr(attn, name), lambda m, out: self._rope_post(out, 2, False))
         hooks.post(attn, self._rope_clear)
 
-    def _split_rope(self, tables: tuple) -> tuple:
-        cos, sin = tables
-        gh, gw = self.state.current().grid
-        n_text = cos.shape[0] - gh * gw
+    def _split_rope(self, tables: Any) -> tuple:
+        cos, sin = self.state.backbone.rope_rows(tables)
+        n_text = cos.shape[0] - self.state.current().grid.tokens
         return (cos[:n_text], sin[:n_text]), cos[n_text:], sin[n_text:]
 
-    def _take_rope(self, kwargs: dict, q_pos: torch.Tensor | None, k_rows: Any) -> dict:
+    def _take_rope(self, args: tuple, kwargs: dict, q_pos: torch.Tensor | None, k_rows: Any) -> tuple[tuple, dict]:
         """Remove the rotary tables from the attention call; keep the rows the new tokens need
         (q_pos None: every image row, in order; k_rows: "q" for the queries' rows, or a callable
         giving the key rows from the image tables)."""
-        tables = kwargs.get(self.rope_kwarg)
+        position = self.state.backbone.rope_position
+        tables = _arg(args, kwargs, position, self.rope_kwarg)
         if tables is None:
             self._rope = None
-            return kwargs
+            return args, kwargs
         text, img_cos, img_sin = self._split_rope(tables)
         q_rows = (img_cos, img_sin) if q_pos is None else (img_cos[q_pos], img_sin[q_pos])
         k = q_rows if k_rows == "q" else k_rows(img_cos, img_sin)
         self._rope = (q_rows, k, text)
-        kwargs = dict(kwargs)
-        kwargs[self.rope_kwarg] = None
-        return kwargs
+        return _with_arg(args, kwargs, position, self.rope_kwarg, None)
 
     def _rope_post(self, out: torch.Tensor, which: int, image_only: bool):
         if self._rope is None:
             return None
         cos, sin = self._rope[which]
+        rope, attn = self.state.backbone.rope, self.block.roles["attn"]
         if which == 2 or image_only:
-            return apply_rope(out, cos, sin)
+            return rope(out, cos, sin, attn)
         t_cos, t_sin = self._rope[2]
         if cos.dim() == 3:  # per-sample image rows: give the text rows a batch dimension too
             t_cos, t_sin = t_cos.expand(cos.shape[0], -1, -1), t_sin.expand(cos.shape[0], -1, -1)
-        return apply_rope(out, torch.cat([t_cos, cos], dim=-2), torch.cat([t_sin, sin], dim=-2))
+        return rope(out, torch.cat([t_cos, cos], dim=-2), torch.cat([t_sin, sin], dim=-2), attn)
 
     def _rope_clear(self, module: nn.Module, output: Any) -> None:
         self._rope = None
@@ -311,9 +316,9 @@ class TokenHooks(_BlockHooks):
         return Draw(self.salt, table=st.current().table(batch, device), slot=self.block.index)
 
     def _make_plan(self, x: torch.Tensor) -> None:
-        _, img, (h, w) = self._image(x)
-        self.cfg.check_grid(h, w, f"block {self.block.name}")
-        self.plan = self.cfg.make_plan(img, h, w, self._draw(img.shape[0], img.device))
+        _, img, grid = self._image(x)
+        self.cfg.check_grid(grid, f"block {self.block.name}")
+        self.plan = self.cfg.make_plan(img, grid, self._draw(img.shape[0], img.device))
 
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
         if not self.block.text_prefix:
@@ -340,7 +345,7 @@ class TokenHooks(_BlockHooks):
             return None
         args, kwargs = _with_hidden(args, kwargs, self._reduce(x))
         if self.rope_kwarg is not None:
-            kwargs = self._take_rope(kwargs, _plan_positions(self.plan), "q")
+            args, kwargs = self._take_rope(args, kwargs, _plan_positions(self.plan), "q")
         return args, kwargs
 
     def _reduce_pre(self, module: nn.Module, args: tuple, kwargs: dict):
@@ -402,33 +407,34 @@ class KVHooks(_BlockHooks):
             return None
         self._check_unfused()  # fused after `apply`: keys and values would bypass the hooks
         x = _hidden(args, kwargs)
-        t_len, img, (h, w) = self._image(x)
-        self.cfg.check_grid(h, w, self.param, f"block {self.block.name}")
-        src = self.cfg.kv_source(img, h, w, self.param, fwd.timesteps, fwd.kv_prepared(img.dtype))
+        t_len, img, grid = self._image(x)
+        self.cfg.check_grid(grid, self.param, f"block {self.block.name}")
+        src = self.cfg.kv_source(img, grid, self.param, fwd.timesteps, fwd.kv_prepared(img.dtype))
+        key_rows = lambda c, s: self._key_rows(fwd, c, s, grid)  # noqa: E731
         if self.projections:
             self._kv_in, self._kv_hits = x, 0
             self._kv_src = torch.cat([x[:, :t_len], src], dim=1) if t_len else src
             if self.rope_kwarg is not None:
-                kwargs = self._take_rope(kwargs, None, lambda c, s: self._key_rows(fwd, c, s, h, w))
-                return args, kwargs
+                return self._take_rope(args, kwargs, None, key_rows)
             return None
-        if kwargs.get("encoder_hidden_states") is not None:
+        if _arg(args, kwargs, 1, "encoder_hidden_states") is not None:
             raise RuntimeError(
                 f"bigain: {self.cfg.name} gives {self.block.name}'s self-attention its keys and values, "
                 "but the call already passes encoder_hidden_states"
             )
-        kwargs = dict(kwargs)
-        kwargs["encoder_hidden_states"] = src
+        args, kwargs = _with_arg(args, kwargs, 1, "encoder_hidden_states", src)
+        if self.rope_kwarg is not None:
+            return self._take_rope(args, kwargs, None, key_rows)
         return args, kwargs
 
-    def _key_rows(self, fwd: Forward, cos: torch.Tensor, sin: torch.Tensor, h: int, w: int) -> tuple:
+    def _key_rows(self, fwd: Forward, cos: torch.Tensor, sin: torch.Tensor, grid: ops.Grid) -> tuple:
         """Rotary rows of the downsampled keys (their nearest-exact sample's position): the same for
         every block of the forward, so gathered once."""
         seen = fwd.cache.setdefault("rope-kv", [])
         for table, factor, rows in seen:
             if table is cos and factor == self.param:
                 return rows
-        pos = ops.nearest_positions(h, w, self.param, cos.device)
+        pos = self.cfg.kv_positions(grid, self.param, cos.device)
         rows = (cos[pos], sin[pos])
         seen.append((cos, self.param, rows))
         return rows

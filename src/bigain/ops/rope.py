@@ -1,0 +1,39 @@
+"""Rotary position embeddings applied by bigain when a method changes the tokens an attention sees.
+
+Two conventions of diffusers, both rotating pairs of adjacent channels with tables whose entries
+repeat per pair (cos[..., 2i] == cos[..., 2i + 1]):
+- `rope_pairs` (Flux, `diffusers.models.embeddings.apply_rotary_emb` with `use_real_unbind_dim=-1`):
+  x * cos + rotate(x) * sin in float32, rounded to x's dtype;
+- `rope_pairs_promoted` (Wan's attention processor): the even/odd halves combined in the tables'
+  precision (float64 on CPU and CUDA), written into a tensor of x's dtype.
+Tables are (S, D) rows shared by the batch or (B, S, D) rows per sample; x is (B, S, heads, D).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _broadcast(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if cos.dim() == 2:
+        return cos[None, :, None, :], sin[None, :, None, :]
+    return cos[:, :, None, :], sin[:, :, None, :]
+
+
+def rope_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Flux's rotary embedding on (B, S, heads, D), computed in fp32 like diffusers."""
+    cos, sin = _broadcast(cos, sin)
+    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(3)
+    return (x.float() * cos.to(x.device) + rotated.float() * sin.to(x.device)).to(x.dtype)
+
+
+def rope_pairs_promoted(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Wan's rotary embedding on (B, S, heads, D): the arithmetic of `WanAttnProcessor`, op for op."""
+    cos, sin = _broadcast(cos, sin)
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    c, s = cos[..., 0::2].to(x.device), sin[..., 1::2].to(x.device)
+    out = torch.empty_like(x)
+    out[..., 0::2] = x1 * c - x2 * s
+    out[..., 1::2] = x1 * s + x2 * c
+    return out
