@@ -40,11 +40,12 @@ WHAT = {
     "none": "no compression (the reference every speedup is measured against)",
     "tome": "ToMe: merges the most similar tokens before self-attention and copies the result back "
     "(ratio = share of tokens merged)",
-    "bigain-tm": "BiGain-TM: ToMe with merge destinations chosen where the image has high-frequency "
-    "detail (a Laplacian filter over the token grid)",
+    "bigain-tm": "BiGain-TM: ToMe whose merge destination in each window is its smoothest token "
+    "(lowest response of a Laplacian filter over the token grid), so high-frequency detail stays unmerged",
     "todo": "ToDo: every token still asks (queries), but keys and values are pooled "
     "(downsample_factor s = s x s tokens pooled into one)",
-    "bigain-td": "BiGain-TD: ToDo whose pooled keys and values blend interpolation and extrapolation",
+    "bigain-td": "BiGain-TD: ToDo whose keys and values blend the sampled token with the block average "
+    "(alpha * sample + (1 - alpha) * average; alpha > 1 extrapolates, adding back detail)",
     "sito": "SiTo: prunes the most similar tokens instead of merging them",
 }
 # the work a method adds before it saves any, for the one-line reason a setting is slower
