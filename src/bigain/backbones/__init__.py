@@ -65,12 +65,32 @@ def unregister(adapter: str | BackboneSpec | Backbone) -> None:
 
 def resolve_denoiser(model_or_pipeline: object) -> nn.Module:
     """The denoiser of a pipeline (`unet`/`transformer`), a bundle (`denoiser`) or the model itself."""
+    return resolve_denoisers(model_or_pipeline)[0][1]
+
+
+# Attributes of a pipeline holding further denoisers beside the first (Wan 2.2 A14B: the low-noise
+# expert `transformer_2` beside the high-noise `transformer`).
+EXTRA_DENOISERS = ("transformer_2",)
+
+
+def resolve_denoisers(model_or_pipeline: object) -> list[tuple[str, nn.Module]]:
+    """Every denoiser a pipeline holds, as (attribute, module): its `denoiser`/`unet`/`transformer`
+    and, where a pipeline (not a module) has one, `transformer_2` (Wan 2.2's second expert). A model
+    alone is ``[("", model)]``."""
+    found: list[tuple[str, nn.Module]] = []
     for attr in ("denoiser", "unet", "transformer"):
         inner = getattr(model_or_pipeline, attr, None)
         if isinstance(inner, nn.Module):
-            return inner
+            found.append((attr, inner))
+            break
+    for attr in () if isinstance(model_or_pipeline, nn.Module) else EXTRA_DENOISERS:
+        inner = getattr(model_or_pipeline, attr, None)
+        if isinstance(inner, nn.Module) and all(inner is not m for _, m in found):
+            found.append((attr, inner))
+    if found:
+        return found
     if isinstance(model_or_pipeline, nn.Module):
-        return model_or_pipeline
+        return [("", model_or_pipeline)]
     raise TypeError(
         f"expected a diffusers pipeline or model, got {type(model_or_pipeline).__name__}; "
         f"supported denoisers: {', '.join(SUPPORTED)}"
@@ -106,5 +126,6 @@ __all__ = [
     "register",
     "relative_placement",
     "resolve_denoiser",
+    "resolve_denoisers",
     "unregister",
 ]

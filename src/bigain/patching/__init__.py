@@ -1,6 +1,6 @@
 """Applying methods to diffusers models through hooks on the sub-layers the backbone adapter names."""
 
-from ..backbones import SUPPORTED, resolve_denoiser
+from ..backbones import SUPPORTED, resolve_denoiser, resolve_denoisers
 from .api import (
     ModelInfo,
     PatchedBlock,
@@ -27,6 +27,7 @@ __all__ = [
     "is_patched",
     "remove",
     "resolve_denoiser",
+    "resolve_denoisers",
     "sample_keys",
     "set_grid",
 ]

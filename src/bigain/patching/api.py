@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backbones import Backbone, Block, find_backbone, resolve_denoiser
+from ..backbones import Backbone, Block, find_backbone, resolve_denoiser, resolve_denoisers
 from ..methods import MethodConfig, make_config
 from .hooks import MECHANISM_HOOKS, PatchState
 
@@ -52,7 +52,10 @@ class ModelInfo:
 
 def inspect_model(model_or_pipeline: object) -> ModelInfo:
     """Find the denoiser's adapter and list its transformer blocks with their levels."""
-    den = resolve_denoiser(model_or_pipeline)
+    return _inspect(resolve_denoiser(model_or_pipeline))
+
+
+def _inspect(den: nn.Module) -> ModelInfo:
     bb = find_backbone(den)
     blocks = bb.blocks(den)
     return ModelInfo(bb, den, blocks, bb.default_blocks(den, blocks), bb.default_level(blocks))
@@ -123,20 +126,26 @@ def _token_counts(info: ModelInfo, block: Block, cfg: MethodConfig, param: int) 
     return g.tokens, cfg.reduced_tokens(g.tokens, g, param)
 
 
+def _denoisers(model_or_pipeline: object) -> list[nn.Module]:
+    return [den for _, den in resolve_denoisers(model_or_pipeline)]
+
+
 def is_patched(model_or_pipeline: object) -> bool:
-    return hasattr(resolve_denoiser(model_or_pipeline), _ATTR)
+    """Whether the model (or any denoiser of the pipeline, e.g. either Wan 2.2 expert) is patched."""
+    return any(hasattr(den, _ATTR) for den in _denoisers(model_or_pipeline))
 
 
 def remove(model_or_pipeline: object) -> None:
-    """Remove every bigain hook; the model is then exactly as before `apply`. No-op if unpatched."""
-    den = resolve_denoiser(model_or_pipeline)
-    state: PatchState | None = getattr(den, _ATTR, None)
-    if state is None:
-        return
-    if state._rebind:  # a deep copy never called: bind its hooks to it before taking them off
-        state.hooks.rebind()
-    state.hooks.remove()
-    delattr(den, _ATTR)
+    """Remove every bigain hook (from every denoiser of a pipeline); the model is then exactly as
+    before `apply`. No-op if unpatched."""
+    for den in _denoisers(model_or_pipeline):
+        state: PatchState | None = getattr(den, _ATTR, None)
+        if state is None:
+            continue
+        if state._rebind:  # a deep copy never called: bind its hooks to it before taking them off
+            state.hooks.rebind()
+        state.hooks.remove()
+        delattr(den, _ATTR)
 
 
 def _empty(info: ModelInfo, cfg: MethodConfig) -> None:
@@ -161,27 +170,52 @@ def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", *
     fields (ratio, sx, sy, max_downsample, blocks, use_rand, merge_attn, downsample_factor, alpha, ...).
     A model patched already gets the new patch in place of the old one, with a warning that says so
     (`bigain.remove` first to avoid it).
+
+    A pipeline with several denoisers (Wan 2.2 A14B: `transformer` and `transformer_2`) has each
+    patched with the same method and options, each with its own patch state; the one report lists
+    both (its `model` names both, its block names start with the attribute).
     """
     cfg = make_config(method, **options)
-    info = inspect_model(model_or_pipeline)
+    named = resolve_denoisers(model_or_pipeline)
+    plans: list[tuple[str, ModelInfo, list[tuple[Block, int]]]] = []
+    for attr, den in named:  # check every denoiser before patching any
+        info = _inspect(den)
+        why = info.backbone.refusal(cfg.name, cfg.mechanism)
+        if why:
+            raise ValueError(f"bigain: {cfg.name} does not apply to {type(den).__name__}: {why}")
+        selected = select_blocks(info, cfg)
+        if cfg.mechanism != "none" and not selected:
+            _empty(info, cfg)
+        plans.append((attr, info, selected))
+    for _, info, _ in plans:
+        den = info.denoiser
+        previous: PatchState | None = getattr(den, _ATTR, None)
+        if previous is not None:
+            warnings.warn(
+                f"bigain: {type(den).__name__} was patched with {previous.config.name}; that patch is replaced "
+                f"by {cfg.name} (call bigain.remove(model) first to silence this)",
+                stacklevel=2,
+            )
+    several = len(plans) > 1
+    model = " + ".join(
+        f"{attr} ({type(info.denoiser).__name__})" if several else type(info.denoiser).__name__
+        for attr, info, _ in plans
+    )
+    report = PatchReport(cfg.name, model, cfg.as_dict())
+    for attr, info, selected in plans:
+        prefix = f"{attr}." if several else ""
+        for block, param in _patch(info, cfg, selected):
+            tokens, reduced = _token_counts(info, block, cfg, param)
+            report.blocks.append(PatchedBlock(block.index, prefix + block.name, block.level, tokens, reduced))
+    return report
+
+
+def _patch(info: ModelInfo, cfg: MethodConfig, selected: list[tuple[Block, int]]) -> list[tuple[Block, int]]:
+    """Install `cfg`'s hooks on the selected blocks of one denoiser (in place of any earlier patch)."""
     den = info.denoiser
-    why = info.backbone.refusal(cfg.name, cfg.mechanism)
-    if why:
-        raise ValueError(f"bigain: {cfg.name} does not apply to {type(den).__name__}: {why}")
-    selected = select_blocks(info, cfg)
-    if cfg.mechanism != "none" and not selected:
-        _empty(info, cfg)
-    previous: PatchState | None = getattr(den, _ATTR, None)
-    if previous is not None:
-        warnings.warn(
-            f"bigain: {type(den).__name__} was patched with {previous.config.name}; that patch is replaced "
-            f"by {cfg.name} (call bigain.remove(model) first to silence this)",
-            stacklevel=2,
-        )
     remove(den)
     state = PatchState(cfg, info.backbone)
     state.hooks.pre(den, state.denoiser_pre, wrap=True)
-    report = PatchReport(cfg.name, type(den).__name__, cfg.as_dict())
     hook_class = MECHANISM_HOOKS.get(cfg.mechanism)
     if selected:
         state.first_block = min(b.index for b, _ in selected)
@@ -190,31 +224,33 @@ def apply(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", *
         patch = hook_class(state, block, param)
         patch.install(state.hooks)
         state.patches.append(patch)
-        tokens, reduced = _token_counts(info, block, cfg, param)
-        report.blocks.append(PatchedBlock(block.index, block.name, block.level, tokens, reduced))
     state.hooks.post(den, state.denoiser_post, wrap=True)
     state.hooks.install()
     setattr(den, _ATTR, state)
-    return report
+    return selected
 
 
 @contextlib.contextmanager
 def compressed(model_or_pipeline: object, method: str | MethodConfig = "bigain-tm", **options: Any) -> Iterator[PatchReport]:
-    """Context manager: patch on entry, restore the previous state (unpatched or an earlier patch) on exit."""
-    den = resolve_denoiser(model_or_pipeline)
-    previous: PatchState | None = getattr(den, _ATTR, None)
-    remove(den)
-    report = apply(den, method, **options)
+    """Context manager: patch on entry, restore the previous state (unpatched or an earlier patch) on
+    exit, of every denoiser of a pipeline."""
+    dens = _denoisers(model_or_pipeline)
+    previous: list[PatchState | None] = [getattr(den, _ATTR, None) for den in dens]
+    remove(model_or_pipeline)
+    report = apply(model_or_pipeline, method, **options)
     try:
         yield report
     finally:
-        remove(den)
-        if previous is not None:
-            apply(den, previous.config)
+        for den, prev in zip(dens, previous):
+            remove(den)
+            if prev is not None:
+                apply(den, prev.config)
 
 
-def _state(model_or_pipeline: object) -> PatchState | None:
-    return getattr(resolve_denoiser(model_or_pipeline), _ATTR, None)
+def _states(model_or_pipeline: object) -> list[tuple[nn.Module, PatchState]]:
+    """(denoiser, patch state) of every patched denoiser."""
+    found = [(den, getattr(den, _ATTR, None)) for den in _denoisers(model_or_pipeline)]
+    return [(den, st) for den, st in found if st is not None]
 
 
 def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -240,19 +276,17 @@ def sample_keys(model_or_pipeline: object, keys: torch.Tensor | None) -> Iterato
     same ToMe destinations / SiTo noise, whatever else shares the batch. The keys go to the
     model's device here, once, not in every block. A no-op on an unpatched model.
     """
-    den = resolve_denoiser(model_or_pipeline)
-    state: PatchState | None = getattr(den, _ATTR, None)
-    if state is None:
-        yield
-        return
-    old = state.keys
-    if keys is not None:
-        keys = _to_device(torch.as_tensor(keys, dtype=torch.int64), _model_device(den))
-    state.keys = keys
+    states = _states(model_or_pipeline)
+    olds = [state.keys for _, state in states]
+    if keys is not None and states:
+        keys = torch.as_tensor(keys, dtype=torch.int64)
     try:
+        for den, state in states:  # each expert's keys on its own device
+            state.keys = None if keys is None else _to_device(keys, _model_device(den))
         yield
     finally:
-        state.keys = old
+        for (_, state), old in zip(states, olds):
+            state.keys = old
 
 
 @contextlib.contextmanager
@@ -265,11 +299,11 @@ def host_timesteps(model_or_pipeline: object, timesteps: Any) -> Iterator[None]:
     or from these. The sampler and the classifier pass what they hold; under torch.compile the
     decision is a guarded Python value (one extra graph for the switched-off step, no recompiles).
     """
-    state = _state(model_or_pipeline)
-    if state is None:
+    states = [state for _, state in _states(model_or_pipeline)]
+    if not states:
         yield
         return
-    old = state.host_timesteps, state.host_off
+    olds = [(state.host_timesteps, state.host_off) for state in states]
     if isinstance(timesteps, torch.Tensor):
         if timesteps.device.type != "cpu":
             raise ValueError("bigain.host_timesteps takes host values (Python numbers or a CPU tensor)")
@@ -278,22 +312,25 @@ def host_timesteps(model_or_pipeline: object, timesteps: Any) -> Iterator[None]:
         values = (float(timesteps),)
     else:
         values = tuple(float(v) for v in timesteps)
-    state.host_timesteps, state.host_off = values, state.config.switched_off(values)
     try:
+        for state in states:
+            state.host_timesteps, state.host_off = values, state.config.switched_off(values)
         yield
     finally:
-        state.host_timesteps, state.host_off = old
+        for state, old in zip(states, olds):
+            state.host_timesteps, state.host_off = old
 
 
 def set_grid(model_or_pipeline: object, grid: tuple[int, int] | None) -> None:
     """Pin the token grid (rows, cols) for forwards with that many image tokens, where the model's
     inputs do not say it without a host read (Flux's `img_ids` under torch.compile); None unpins."""
-    state = _state(model_or_pipeline)
-    if state is None:
+    states = [state for _, state in _states(model_or_pipeline)]
+    if not states:
         raise ValueError("bigain.set_grid: the model is not patched; call bigain.apply first")
     if grid is not None:
         ok = isinstance(grid, (tuple, list)) and len(grid) == 2 and all(isinstance(v, int) and v > 0 for v in grid)
         if not ok:
             raise ValueError(f"bigain.set_grid: grid={grid!r} must be (rows, cols), two positive integers")
         grid = (int(grid[0]), int(grid[1]))
-    state.backbone_cache["pinned"] = grid
+    for state in states:
+        state.backbone_cache["pinned"] = grid
