@@ -237,6 +237,49 @@ def wan_inputs(
     return out
 
 
+def make_tiny_ltx(seed: int = 0, layers: int = 4):
+    """An LTX-Video denoiser in miniature: 2 heads of 16 channels (inner 32, not a multiple of 6, so
+    the rotary tables carry LTX's padding channels)."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    return LTXVideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        cross_attention_dim=32,
+        num_layers=layers,
+        caption_channels=16,
+    ).eval()
+
+
+def ltx_inputs(batch: int = 2, grid=(3, 4, 4), seed: int = 1, t=(700, 30), per_token: bool = False) -> dict:
+    """One forward's inputs on a frames x height x width token grid, as LTXPipeline passes them
+    (packed tokens, the grid as num_frames/height/width, its rope_interpolation_scale at 25 fps).
+    `per_token`: image-to-video-style (B, S) timesteps, the first frame's tokens at 0."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    mask = torch.ones(batch, 5)
+    mask[:, -1] = 0
+    out = dict(
+        hidden_states=torch.randn(batch, f * h * w, 4, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_attention_mask=mask,
+        num_frames=f,
+        height=h,
+        width=w,
+        rope_interpolation_scale=(8 / 25, 32, 32),
+        return_dict=False,
+    )
+    if per_token:
+        ts = out["timestep"][:, None].expand(batch, f * h * w).clone()
+        ts[:, : h * w] = 0
+        out["timestep"] = ts
+    return out
+
+
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """A tiny fashion-dit (random weights) saved in the registry's folder format."""

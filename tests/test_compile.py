@@ -14,8 +14,10 @@ import bigain
 from conftest import (
     dit_inputs,
     flux_inputs,
+    ltx_inputs,
     make_tiny_dit,
     make_tiny_flux,
+    make_tiny_ltx,
     make_tiny_sd3,
     make_tiny_wan,
     sd3_inputs,
@@ -77,6 +79,11 @@ def _loop_case(name: str):
         kw = wan_inputs(2)
         kw.pop("timestep")
         return m, lambda f, t: f(timestep=t.expand(2), **kw)[0]  # as WanPipeline
+    if name == "ltx":
+        m = make_tiny_ltx(layers=2)
+        kw = ltx_inputs(2)
+        kw.pop("timestep")
+        return m, lambda f, t: f(timestep=t.expand(2), **kw)[0]  # as LTXPipeline
     m = make_tiny_flux(double=1, single=2)
     kw = flux_inputs(2)
     kw.pop("timestep")
@@ -94,7 +101,7 @@ def _counting_backend():
     return backend, calls
 
 
-@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan"])
+@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan", "ltx"])
 @pytest.mark.parametrize("method", METHODS)
 def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     """Every step of a loop, the last at t = 0, gives the eager output; at most two graphs.
@@ -105,7 +112,7 @@ def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     model, step = _loop_case(backbone)
     plain, plain_step = _loop_case(backbone)
     opts = {"alpha_schedule": (0.8, 1.2)} if method == "bigain-td" else {}
-    if backbone in ("sd3.5", "flux", "wan"):
+    if backbone in ("sd3.5", "flux", "wan", "ltx"):
         opts["blocks"] = "all"
     bigain.apply(model, method, **opts)
     backend, graphs = _counting_backend()

@@ -18,8 +18,10 @@ from bigain.bench.dispatch import count_traffic
 from conftest import (
     dit_inputs,
     flux_inputs,
+    ltx_inputs,
     make_tiny_dit,
     make_tiny_flux,
+    make_tiny_ltx,
     make_tiny_pixart,
     make_tiny_sd3,
     make_tiny_sdxl_unet,
@@ -32,7 +34,7 @@ from conftest import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx"]
 
 
 def _move(v, device):
@@ -71,6 +73,10 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_wan(layers=2).to(device)
         kw = _move(wan_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "ltx":
+        m = make_tiny_ltx(layers=2).to(device)
+        kw = _move(ltx_inputs(2), device)
+        return m, lambda: m(**kw)
     m = make_tiny_flux().to(device)
     kw = _move(flux_inputs(2), device)
     return m, lambda: m(**kw)
@@ -83,7 +89,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

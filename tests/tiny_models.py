@@ -21,8 +21,10 @@ from torch import nn
 from conftest import (
     dit_inputs,
     flux_inputs,
+    ltx_inputs,
     make_tiny_dit,
     make_tiny_flux,
+    make_tiny_ltx,
     make_tiny_pixart,
     make_tiny_sd3,
     make_tiny_sdxl_unet,
@@ -178,3 +180,5 @@ tiny("CogView3PlusTransformer2DModel", "cogview3plus", _make_cogview3plus, _cogv
 tiny("WanTransformer3DModel", "wan", make_tiny_wan, lambda: ((), wan_inputs(2)))
 tiny("WanTransformer3DModel", "wan-i2v", lambda: make_tiny_wan(i2v=True), lambda: ((), wan_inputs(2, i2v=True)))
 tiny("WanTransformer3DModel", "wan2.2-ti2v", make_tiny_wan, lambda: ((), wan_inputs(2, per_token=True)))
+tiny("LTXVideoTransformer3DModel", "ltx", make_tiny_ltx, lambda: ((), ltx_inputs(2)))
+tiny("LTXVideoTransformer3DModel", "ltx-i2v", make_tiny_ltx, lambda: ((), ltx_inputs(2, per_token=True)))

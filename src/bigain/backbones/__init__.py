@@ -13,6 +13,7 @@ from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, 
 from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
+from .ltx import LTXBackbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
@@ -24,6 +25,7 @@ BACKBONES: list[Backbone] = [
     SD3Backbone(),
     FluxBackbone(),
     WanBackbone(),
+    LTXBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)

@@ -55,6 +55,9 @@ class _WrappedForward:
 
     def __init__(self, module: nn.Module, pre: list[Pre], post: list[Post], inner: Any) -> None:
         self.module, self.pre, self.post, self.inner = module, pre, post, inner
+        # the class's own forward, taken once: dynamo cannot trace `type(module).forward` inside the
+        # call when the class is allowed in graph (diffusers' `maybe_allow_in_graph`, e.g. LTX-Video)
+        self.cls_forward = type(module).forward
         bound = inner if inner is not None else module.forward
         functools.update_wrapper(self, bound)  # signature and name of the model's own forward
 
@@ -63,7 +66,7 @@ class _WrappedForward:
         if self.inner is not None:
             out = self.inner(*args, **kwargs)
         else:
-            out = type(self.module).forward(self.module, *args, **kwargs)
+            out = self.cls_forward(self.module, *args, **kwargs)
         return _run_post(self.post, self.module, out)
 
 

@@ -1,0 +1,148 @@
+"""LTX-Video (`LTXVideoTransformer3DModel`): grid from num_frames/height/width, timesteps (also
+per-token), rotary rows that follow merged tokens and downsampled keys on LTX's (B, S, inner)
+layout, windows that do not fit, and the calls with video_coords that are refused.
+(tests/test_coverage.py runs every method at its defaults on the "ltx" and "ltx-i2v" tiny configs.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_backbones import _PermuteConfig
+from test_wan import _PermutedKeys
+
+import bigain
+from bigain import ops
+from bigain.backbones import LTXBackbone
+from conftest import ltx_inputs, make_tiny_ltx
+
+METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
+
+
+def _run(model, kw):
+    with torch.no_grad():
+        return model(**kw)[0]
+
+
+def _seen_forward(model, kw):
+    seen = []
+    handle = model.transformer_blocks[0].register_forward_pre_hook(
+        lambda m, a: seen.append(model._bigain_patch.forward)
+    )
+    try:
+        _run(model, kw)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_grid_timesteps_and_default_placement():
+    ltx = make_tiny_ltx(layers=4)
+    report = bigain.apply(ltx, "tome")
+    assert [b.name for b in report.blocks] == ["transformer_blocks.1"]  # floor(28 j / 4) in {1-5, 7-11}
+    fwd = _seen_forward(ltx, ltx_inputs(2, grid=(3, 5, 7), t=(700, 30)))
+    assert fwd.grid == ops.Grid(3, 5, 7)
+    assert fwd.timesteps.tolist() == [700.0, 30.0]
+    bigain.remove(ltx)
+    # LTX-Video 2B's 28 blocks: the paper's own placement; 13B's 48: the same relative depths
+    assert bigain.backbones.relative_placement(28) == (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)
+    assert bigain.backbones.relative_placement(48) == (*range(2, 11), *range(12, 21))
+
+
+def test_per_token_timesteps_are_reduced_per_row():
+    ltx = make_tiny_ltx(layers=2)
+    bigain.apply(ltx, "bigain-td", blocks="all", alpha_schedule=(0.8, 1.2))
+    kw = ltx_inputs(2, per_token=True, t=(700, 30))
+    assert _seen_forward(ltx, kw).timesteps.tolist() == [700.0, 30.0]  # the first frame's tokens are at 0
+    kw1 = dict(kw, timestep=torch.tensor([[700.0], [30.0]]))  # (B, 1), as LTXConditionPipeline shapes it
+    assert _seen_forward(ltx, kw1).timesteps.tolist() == [700.0, 30.0]
+    out = _run(ltx, kw)
+    bigain.remove(ltx)
+    assert torch.isfinite(out).all() and not torch.equal(out, _run(ltx, kw))
+
+
+@pytest.mark.parametrize("size", [(3, 5, 7), (1, 4, 6), (2, 3, 3)])
+def test_grids_the_windows_do_not_divide_work(size):
+    ltx = make_tiny_ltx(layers=2)
+    kw = ltx_inputs(2, grid=size)
+    base = _run(ltx, kw)
+    for method in METHODS:
+        bigain.apply(ltx, method, blocks="all")
+        out = _run(ltx, kw)
+        bigain.remove(ltx)
+        assert out.shape == base.shape and torch.isfinite(out).all()
+        assert not torch.equal(out, base), method
+    assert torch.equal(_run(ltx, kw), base)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "grid", "message"),
+    [
+        ("tome", {"st": 2}, (1, 4, 4), "option sx=2, sy=2, st=2 does not fit the 1x4x4 token grid"),
+        ("sito", {"sy": 5}, (2, 4, 4), "option sx=2, sy=5, st=1 does not fit the 2x4x4 token grid"),
+        ("bigain-td", {"downsample_factor": 4}, (2, 2, 4), "option downsample_factor=4 does not fit the 2x2x4 token grid"),
+    ],
+)
+def test_windows_that_do_not_fit_fail_naming_the_option_and_the_grid(method, options, grid, message):
+    ltx = make_tiny_ltx(layers=2)
+    bigain.apply(ltx, method, blocks="all", **options)
+    with pytest.raises(ValueError, match=message):
+        _run(ltx, ltx_inputs(2, grid=grid))
+    bigain.remove(ltx)
+
+
+def test_a_grid_that_does_not_match_the_tokens_fails_naming_it():
+    ltx = make_tiny_ltx(layers=2)
+    bigain.apply(ltx, "tome", blocks="all")
+    kw = dict(ltx_inputs(2, grid=(3, 4, 4)), width=5)
+    with pytest.raises(ValueError, match="48 image tokens do not fit the 3x4x5 token grid of transformer_blocks.0"):
+        _run(ltx, kw)
+    bigain.remove(ltx)
+
+
+def test_calls_with_video_coords_are_refused_with_a_message():
+    ltx = make_tiny_ltx(layers=2)
+    kw = ltx_inputs(2)
+    kw.update(video_coords=torch.zeros(2, 3, 48))
+    bigain.apply(ltx, "todo", blocks="all")
+    with pytest.raises(ValueError, match="video_coords"):
+        _run(ltx, kw)
+    bigain.remove(ltx)
+
+
+def test_rotary_positions_follow_reordered_tokens(monkeypatch):
+    ltx = make_tiny_ltx(layers=2)
+    kw = ltx_inputs(2)
+    base = _run(ltx, kw)
+    bigain.apply(ltx, _PermuteConfig(blocks="all", merge_crossattn=True, merge_mlp=True))
+    permuted = _run(ltx, kw)
+    bigain.remove(ltx)
+    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
+    # the model's order, and the output changes.
+    monkeypatch.setattr(LTXBackbone, "rope_kwarg", None)
+    bigain.apply(ltx, _PermuteConfig(blocks="all"))
+    wrong = _run(ltx, kw)
+    bigain.remove(ltx)
+    assert (wrong - base).abs().max() > 1e-3
+
+
+def test_rotary_positions_follow_downsampled_keys():
+    ltx = make_tiny_ltx(layers=2)
+    kw = ltx_inputs(2)
+    base = _run(ltx, kw)
+    bigain.apply(ltx, _PermutedKeys(blocks="all"))
+    permuted = _run(ltx, kw)
+    bigain.remove(ltx)
+    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+
+
+def test_the_rotation_is_ltx_arithmetic_bit_for_bit():
+    from diffusers.models.transformers.transformer_ltx import apply_rotary_emb
+
+    ltx = make_tiny_ltx(layers=1)
+    kw = ltx_inputs(2)
+    cos, sin = ltx.rope(kw["hidden_states"], 3, 4, 4, kw["rope_interpolation_scale"])
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 48, 32).to(dtype)
+        rows = LTXBackbone().rope_rows((cos, sin))
+        assert torch.equal(LTXBackbone().rope(x, *rows, ltx.transformer_blocks[0].attn1), apply_rotary_emb(x, (cos, sin)))
