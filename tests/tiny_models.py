@@ -182,3 +182,59 @@ tiny("WanTransformer3DModel", "wan-i2v", lambda: make_tiny_wan(i2v=True), lambda
 tiny("WanTransformer3DModel", "wan2.2-ti2v", make_tiny_wan, lambda: ((), wan_inputs(2, per_token=True)))
 tiny("LTXVideoTransformer3DModel", "ltx", make_tiny_ltx, lambda: ((), ltx_inputs(2)))
 tiny("LTXVideoTransformer3DModel", "ltx-i2v", make_tiny_ltx, lambda: ((), ltx_inputs(2, per_token=True)))
+
+
+def make_tiny_cogvideox(rotary: bool = True, layers: int = 4, patch_size_t: int | None = None) -> nn.Module:
+    """A CogVideoX denoiser in miniature: 2 heads of 16 channels (the rotary tables split 16 into
+    4 temporal + 6 + 6 spatial channels), with rotary positions (5B-like) or sincos ones (2B-like)."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    torch.manual_seed(0)
+    return CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=8,
+        text_embed_dim=12,
+        num_layers=layers,
+        sample_width=10,
+        sample_height=6,
+        sample_frames=9,  # 3 latent frames: (3 - 1) * 4 + 1
+        patch_size=2,
+        patch_size_t=patch_size_t,
+        max_text_seq_length=5,
+        use_rotary_positional_embeddings=rotary,
+    ).eval()
+
+
+def cogvideox_inputs(
+    batch: int = 2, frames: int = 3, size=(6, 10), rotary: bool = True, t=(700, 30), patch_size_t: int = 1, seed: int = 1
+) -> dict:
+    """One forward's inputs: a (B, F, C, H, W) latent, 5 text tokens, and (rotary) the pipeline's
+    (cos, sin) video rows for the frames x (H/2) x (W/2) token grid."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    out = dict(
+        hidden_states=torch.randn(batch, frames, 4, h, w, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, 12, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        return_dict=False,
+    )
+    if rotary:
+        gh, gw = h // 2, w // 2
+        out["image_rotary_emb"] = get_3d_rotary_pos_embed(
+            embed_dim=16, crops_coords=((0, 0), (gh, gw)), grid_size=(gh, gw), temporal_size=frames // patch_size_t
+        )
+    return out
+
+
+tiny("CogVideoXTransformer3DModel", "cogvideox", make_tiny_cogvideox, lambda: ((), cogvideox_inputs(2)))
+tiny(
+    "CogVideoXTransformer3DModel",
+    "cogvideox-sincos",
+    lambda: make_tiny_cogvideox(rotary=False),
+    lambda: ((), cogvideox_inputs(2, rotary=False)),
+)

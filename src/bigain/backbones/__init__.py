@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .cogvideox import CogVideoXBackbone
 from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
@@ -26,6 +27,7 @@ BACKBONES: list[Backbone] = [
     FluxBackbone(),
     WanBackbone(),
     LTXBackbone(),
+    CogVideoXBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)

@@ -121,6 +121,10 @@ class Backbone:
     # apply `rope` to the q/k norm outputs with the rows of the tokens actually present.
     rope_kwarg: ClassVar[str | None] = None
     rope_position: ClassVar[int | None] = None
+    # Joint blocks whose attention processor joins [text; image] (encoder_hidden_states first) before
+    # to_k/to_v (CogVideoX): the processor classes known to do so. KV methods then give to_k/to_v
+    # [text; downsampled image] in place of the joined sequence; any other processor is refused.
+    kv_text_join_processors: ClassVar[tuple[str, ...]] = ()
 
     def rope_rows(self, tables: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The (cos, sin) tables of an attention call as (S, D) rows ([text; image] rows on Flux)."""

@@ -378,6 +378,8 @@ class KVHooks(_BlockHooks):
         self._kv_in: torch.Tensor | None = None  # projection mode: the tensor to_k/to_v must replace
         self._kv_src: torch.Tensor | None = None
         self._kv_hits = 0
+        self._kv_joins = state.backbone.kv_text_join_processors  # processors joining [text; image] first
+        self._kv_len = 0  # joined mode: the length of the [text; image] sequence to_k/to_v must see
 
     def clear(self) -> None:
         super().clear()
@@ -414,6 +416,10 @@ class KVHooks(_BlockHooks):
         if self.projections:
             self._kv_in, self._kv_hits = x, 0
             self._kv_src = torch.cat([x[:, :t_len], src], dim=1) if t_len else src
+            if self._kv_joins:
+                text = self._joined_text(args, kwargs)
+                self._kv_len = text.shape[1] + x.shape[1]
+                self._kv_src = torch.cat([text, src], dim=1)
             if self.rope_kwarg is not None:
                 return self._take_rope(args, kwargs, None, key_rows)
             return None
@@ -439,9 +445,30 @@ class KVHooks(_BlockHooks):
         seen.append((cos, self.param, rows))
         return rows
 
+    def _joined_text(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The text a processor that joins [text; image] before to_k/to_v puts first (CogVideoX)."""
+        processor = type(getattr(self.attn, "processor", None)).__name__
+        text = _arg(args, kwargs, 1, "encoder_hidden_states")
+        if processor not in self._kv_joins or text is None:
+            raise RuntimeError(
+                f"bigain: {self.cfg.name} could not give {self.block.name} its keys and values: its attention "
+                f"processor {processor} is not one bigain knows to join [text; image] before to_k/to_v "
+                f"({', '.join(self._kv_joins)}); use diffusers' default attention processor"
+            )
+        return text
+
     def _kv_proj_pre(self, module: nn.Module, args: tuple, kwargs: dict):
         if self._kv_src is None:
             return None
+        if self._kv_joins:  # the joined [text; image] sequence: a tensor made inside the processor
+            if args and args[0].dim() == 3 and args[0].shape[1] == self._kv_len:
+                self._kv_hits += 1
+                return (self._kv_src,) + tuple(args[1:]), kwargs
+            raise RuntimeError(
+                f"bigain: {self.cfg.name} could not give {self.block.name} its keys and values: to_k/to_v "
+                f"got {tuple(args[0].shape) if args else 'no tensor'}, not the joined [text; image] sequence "
+                f"of {self._kv_len} tokens"
+            )
         if not args or args[0] is not self._kv_in:
             raise RuntimeError(
                 f"bigain: {self.cfg.name} could not give {self.block.name} its keys and values: the "

@@ -1,0 +1,173 @@
+"""CogVideoX (`CogVideoXTransformer3DModel`): the grid from the (B, F, C, H, W) latent (also with
+CogVideoX 1.5's temporal patch), the default placement, text tokens that the methods leave whole,
+rotary rows that follow merged tokens and downsampled keys on CogVideoX's [text; video] layout, odd
+grids and windows that do not fit, and removal. (tests/test_coverage.py runs every method at its
+defaults on the "cogvideox" (rotary) and "cogvideox-sincos" tiny configs.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_backbones import _PermuteConfig
+from test_wan import _PermutedKeys
+from tiny_models import cogvideox_inputs, make_tiny_cogvideox
+
+import bigain
+from bigain import ops
+from bigain.backbones import CogVideoXBackbone
+
+METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
+
+
+def _run(model, kw):
+    with torch.no_grad():
+        return model(**kw)[0]
+
+
+def _seen_forward(model, kw):
+    seen = []
+    handle = model.transformer_blocks[0].register_forward_pre_hook(
+        lambda m, a: seen.append(model._bigain_patch.forward)
+    )
+    try:
+        _run(model, kw)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_grid_timesteps_and_default_placement():
+    cog = make_tiny_cogvideox(layers=4)
+    report = bigain.apply(cog, "tome")
+    assert [b.name for b in report.blocks] == ["transformer_blocks.1"]  # floor(28 j / 4) in {1-5, 7-11}
+    fwd = _seen_forward(cog, cogvideox_inputs(2, frames=3, size=(6, 10), t=(700, 30)))
+    assert fwd.grid == ops.Grid(3, 3, 5)  # frames before channels; H and W over patch_size 2
+    assert fwd.timesteps.tolist() == [700.0, 30.0]
+    bigain.remove(cog)
+    assert bigain.backbones.relative_placement(30) == (2, 3, 4, 5, 6, 8, 9, 10, 11, 12)  # CogVideoX-2B
+
+
+def test_temporal_patch_of_cogvideox_1_5():
+    cog = make_tiny_cogvideox(layers=2, patch_size_t=2)
+    kw = cogvideox_inputs(2, frames=4, patch_size_t=2)
+    base = _run(cog, kw)
+    for method in METHODS:
+        bigain.apply(cog, method, blocks="all")
+        assert _seen_forward(cog, kw).grid == ops.Grid(2, 3, 5)
+        out = _run(cog, kw)
+        bigain.remove(cog)
+        assert torch.isfinite(out).all() and not torch.equal(out, base), method
+    assert torch.equal(_run(cog, kw), base)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_text_tokens_are_untouched(method, monkeypatch):
+    cog = make_tiny_cogvideox(layers=2)
+    kw = cogvideox_inputs(2)
+    attn = cog.transformer_blocks[0].attn1
+    seen = {}
+    linear = torch.nn.functional.linear
+
+    def recording_linear(x, weight, bias=None):  # what to_q / to_k really get, inside the processor
+        for name in ("to_q", "to_k"):
+            if weight is getattr(attn, name).weight:
+                seen[name] = x
+        return linear(x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", recording_linear)
+    bigain.apply(cog, method, blocks="all")
+    hooks = [  # torch hooks run outside bigain's: they see the block's call and the block's result
+        attn.register_forward_pre_hook(lambda m, a, k: seen.update(text=k["encoder_hidden_states"]), with_kwargs=True),
+        attn.register_forward_hook(lambda m, a, k, out: seen.update(out=out), with_kwargs=True),
+    ]
+    try:
+        _run(cog, kw)
+    finally:
+        for h in hooks:
+            h.remove()
+        bigain.remove(cog)
+    text = seen["text"]
+    assert text.shape[1] == 5
+    # queries and keys carry every text token first, as the block gave them; the output's text part is whole
+    assert torch.equal(seen["to_q"][:, :5], text) and torch.equal(seen["to_k"][:, :5], text)
+    assert seen["out"][1].shape == text.shape
+    assert seen["out"][0].shape[1] == 45  # the video part expanded back to the 3x3x5 grid
+    reduced = seen["to_k" if method in ("todo", "bigain-td") else "to_q"].shape[1] - 5
+    assert reduced < 45, method
+
+
+def test_rotary_positions_follow_reordered_tokens(monkeypatch):
+    cog = make_tiny_cogvideox(layers=2)
+    kw = cogvideox_inputs(2)
+    base = _run(cog, kw)
+    bigain.apply(cog, _PermuteConfig(blocks="all"))
+    permuted = _run(cog, kw)
+    bigain.remove(cog)
+    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
+    # the model's order, and the output changes.
+    monkeypatch.setattr(CogVideoXBackbone, "rope_kwarg", None)
+    bigain.apply(cog, _PermuteConfig(blocks="all"))
+    wrong = _run(cog, kw)
+    bigain.remove(cog)
+    assert (wrong - base).abs().max() > 1e-3
+
+
+def test_rotary_positions_follow_downsampled_keys(monkeypatch):
+    cog = make_tiny_cogvideox(layers=2)
+    kw = cogvideox_inputs(2)
+    base = _run(cog, kw)
+    bigain.apply(cog, _PermutedKeys(blocks="all"))
+    permuted = _run(cog, kw)
+    bigain.remove(cog)
+    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(CogVideoXBackbone, "rope_kwarg", None)
+    bigain.apply(cog, _PermutedKeys(blocks="all"))
+    wrong = _run(cog, kw)
+    bigain.remove(cog)
+    assert (wrong - base).abs().max() > 1e-3
+
+
+def test_the_rotation_is_cogvideox_arithmetic_bit_for_bit():
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    cos, sin = cogvideox_inputs(2)["image_rotary_emb"]
+    attn = make_tiny_cogvideox(layers=1).transformer_blocks[0].attn1
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 2, 5 + 45, 16).to(dtype)
+        expected = x.clone()
+        expected[:, :, 5:] = apply_rotary_emb(x[:, :, 5:], (cos, sin))
+        assert torch.equal(CogVideoXBackbone().rope(x, cos, sin, attn), expected)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "frames", "message"),
+    [
+        ("tome", {"sx": 2, "sy": 2}, 3, None),  # the 3x3x5 grid: odd, windows that do not divide it
+        ("tome", {"st": 2}, 1, "option sx=2, sy=2, st=2 does not fit the 1x3x5 token grid"),
+        ("bigain-td", {"downsample_factor": 4}, 2, "option downsample_factor=4 does not fit the 2x3x5 token grid"),
+    ],
+)
+def test_odd_grids_work_or_fail_naming_the_option_and_the_grid(method, options, frames, message):
+    cog = make_tiny_cogvideox(layers=2)
+    kw = cogvideox_inputs(2, frames=frames)
+    bigain.apply(cog, method, blocks="all", **options)
+    try:
+        if message is None:
+            assert torch.isfinite(_run(cog, kw)).all()
+        else:
+            with pytest.raises(ValueError, match=message):
+                _run(cog, kw)
+    finally:
+        bigain.remove(cog)
+
+
+def test_an_unknown_processor_is_refused_by_kv_methods():
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    cog = make_tiny_cogvideox(layers=2)
+    bigain.apply(cog, "todo", blocks="all")
+    cog.transformer_blocks[0].attn1.set_processor(AttnProcessor2_0())
+    with pytest.raises(RuntimeError, match="AttnProcessor2_0 is not one bigain knows to join"):
+        _run(cog, cogvideox_inputs(2))
+    bigain.remove(cog)
