@@ -34,7 +34,7 @@ from conftest import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox"]
 
 
 def _move(v, device):
@@ -77,6 +77,12 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_ltx(layers=2).to(device)
         kw = _move(ltx_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "cogvideox":
+        from tiny_models import cogvideox_inputs, make_tiny_cogvideox
+
+        m = make_tiny_cogvideox(layers=2).to(device)
+        kw = _move(cogvideox_inputs(2), device)
+        return m, lambda: m(**kw)
     m = make_tiny_flux().to(device)
     kw = _move(flux_inputs(2), device)
     return m, lambda: m(**kw)
@@ -89,7 +95,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":
