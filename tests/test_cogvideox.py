@@ -10,11 +10,11 @@ import pytest
 import torch
 from test_backbones import _PermuteConfig
 from test_wan import _PermutedKeys
-from tiny_models import cogvideox_inputs, make_tiny_cogvideox
 
 import bigain
 from bigain import ops
 from bigain.backbones import CogVideoXBackbone
+from tiny_models import cogvideox_inputs, make_tiny_cogvideox
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 
