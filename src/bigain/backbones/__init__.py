@@ -14,6 +14,7 @@ from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
 from .ltx import LTXBackbone
+from .qwen_image import QwenImageBackbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
@@ -26,6 +27,7 @@ BACKBONES: list[Backbone] = [
     FluxBackbone(),
     WanBackbone(),
     LTXBackbone(),
+    QwenImageBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
