@@ -31,10 +31,11 @@ from conftest import (
     unet_inputs,
     wan_inputs,
 )
+from tiny_models import make_tiny_qwen_image, qwen_image_inputs
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "qwen-image"]
 
 
 def _move(v, device):
@@ -77,6 +78,10 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_ltx(layers=2).to(device)
         kw = _move(ltx_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "qwen-image":
+        m = make_tiny_qwen_image(layers=2).to(device)
+        kw = _move(qwen_image_inputs(2), device)
+        return m, lambda: m(**kw)
     m = make_tiny_flux().to(device)
     kw = _move(flux_inputs(2), device)
     return m, lambda: m(**kw)
@@ -89,7 +94,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "qwen-image"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":
