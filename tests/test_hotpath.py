@@ -31,10 +31,11 @@ from conftest import (
     unet_inputs,
     wan_inputs,
 )
+from tiny_models import make_tiny_qwen_image, qwen_image_inputs
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "qwen-image"]
 
 
 def _move(v, device):
@@ -82,6 +83,9 @@ def _case(name: str, device: torch.device = META):
 
         m = make_tiny_cogvideox(layers=2).to(device)
         kw = _move(cogvideox_inputs(2), device)
+    if name == "qwen-image":
+        m = make_tiny_qwen_image(layers=2).to(device)
+        kw = _move(qwen_image_inputs(2), device)
         return m, lambda: m(**kw)
     m = make_tiny_flux().to(device)
     kw = _move(flux_inputs(2), device)
@@ -95,7 +99,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "qwen-image"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

@@ -238,3 +238,39 @@ tiny(
     lambda: make_tiny_cogvideox(rotary=False),
     lambda: ((), cogvideox_inputs(2, rotary=False)),
 )
+
+
+def make_tiny_qwen_image(layers: int = 4) -> nn.Module:
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(0)
+    return QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=layers,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=12,
+        axes_dims_rope=(4, 6, 6),
+    ).eval()
+
+
+def qwen_image_inputs(batch: int = 2, h: int = 6, w: int = 10, text: int = 5, sigma=(0.7, 0.3), mask: bool = False) -> dict:
+    """One forward's inputs as QwenImagePipeline passes them: packed tokens, img_shapes, t / 1000."""
+    g = torch.Generator().manual_seed(3)
+    kw = dict(
+        hidden_states=torch.randn(batch, h * w, 16, generator=g),
+        encoder_hidden_states=torch.randn(batch, text, 12, generator=g),
+        encoder_hidden_states_mask=None,
+        timestep=torch.tensor(sigma[:batch]),
+        img_shapes=[[(1, h, w)]] * batch,
+    )
+    if mask:
+        m = torch.ones(batch, text, dtype=torch.long)
+        m[0, -2:] = 0
+        kw["encoder_hidden_states_mask"] = m
+    return kw
+
+
+tiny("QwenImageTransformer2DModel", "qwen-image", make_tiny_qwen_image, lambda: ((), qwen_image_inputs(2)))  # a 6x10 grid

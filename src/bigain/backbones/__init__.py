@@ -15,6 +15,7 @@ from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
 from .ltx import LTXBackbone
+from .qwen_image import QwenImageBackbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
@@ -28,6 +29,7 @@ BACKBONES: list[Backbone] = [
     WanBackbone(),
     LTXBackbone(),
     CogVideoXBackbone(),
+    QwenImageBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)

@@ -408,6 +408,9 @@ class KVHooks(_BlockHooks):
         if fwd.off:
             return None
         self._check_unfused()  # fused after `apply`: keys and values would bypass the hooks
+        refused = fwd.info.extra.get("kv_refused")  # a call the adapter knows KV downsampling cannot serve
+        if refused:
+            raise ValueError(f"bigain: {self.cfg.name} cannot run on {self.block.name}: {refused}")
         x = _hidden(args, kwargs)
         t_len, img, grid = self._image(x)
         self.cfg.check_grid(grid, self.param, f"block {self.block.name}")
