@@ -83,6 +83,7 @@ def _case(name: str, device: torch.device = META):
 
         m = make_tiny_cogvideox(layers=2).to(device)
         kw = _move(cogvideox_inputs(2), device)
+        return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
