@@ -17,7 +17,7 @@ from .windowed import RandomConfig
 
 @dataclass
 class SiToConfig(RandomConfig):
-    """SiTo: similarity-based token pruning with recovery by copy, noise from an explicit generator.
+    """SiTo: similarity-based token pruning with recovery by copy; its noise from the patch's random source.
 
     similarity_dtype: precision of the cosine similarities, scores and noise term ("fp32", "fp16",
     "bf16"). The default "fp32" computes the operator as described, separating near-ties; "fp16" is
