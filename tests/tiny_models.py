@@ -231,6 +231,47 @@ def cogvideox_inputs(
     return out
 
 
+def make_tiny_hunyuan_video(layers: int = 2, single_layers: int = 2, patch_size_t: int = 1) -> nn.Module:
+    """A HunyuanVideo denoiser in miniature: 2 heads of 16 channels (rotary axes 4 + 6 + 6), dual-
+    then single-stream blocks, one token-refiner layer, patch 2 (and `patch_size_t`)."""
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    torch.manual_seed(0)
+    return HunyuanVideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=layers,
+        num_single_layers=single_layers,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=2,
+        patch_size_t=patch_size_t,
+        guidance_embeds=False,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(4, 6, 6),
+    ).eval()
+
+
+def hunyuan_video_inputs(batch: int = 2, latent=(3, 8, 8), t=(700, 30), seed: int = 1) -> dict:
+    """One forward's inputs: a (B, 4, F, H, W) latent and 5 text tokens of which row 0 pads the last
+    one and row 1 the last two (the model masks them in every attention)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, 5)
+    mask[0, -1:] = 0
+    mask[1:, -2:] = 0
+    return dict(
+        hidden_states=torch.randn(batch, 4, *latent, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        encoder_attention_mask=mask,
+        pooled_projections=torch.randn(batch, 8, generator=g),
+        return_dict=False,
+    )
+
+
 tiny("CogVideoXTransformer3DModel", "cogvideox", make_tiny_cogvideox, lambda: ((), cogvideox_inputs(2)))
 tiny(
     "CogVideoXTransformer3DModel",
@@ -274,3 +315,4 @@ def qwen_image_inputs(batch: int = 2, h: int = 6, w: int = 10, text: int = 5, si
 
 
 tiny("QwenImageTransformer2DModel", "qwen-image", make_tiny_qwen_image, lambda: ((), qwen_image_inputs(2)))  # a 6x10 grid
+tiny("HunyuanVideoTransformer3DModel", "hunyuan-video", make_tiny_hunyuan_video, lambda: ((), hunyuan_video_inputs(2)))

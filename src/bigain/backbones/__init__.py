@@ -14,6 +14,7 @@ from .cogvideox import CogVideoXBackbone
 from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
+from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
 from .qwen_image import QwenImageBackbone
 from .sd3 import SD3Backbone
@@ -28,6 +29,7 @@ BACKBONES: list[Backbone] = [
     FluxBackbone(),
     WanBackbone(),
     LTXBackbone(),
+    HunyuanVideoBackbone(),
     CogVideoXBackbone(),
     QwenImageBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),

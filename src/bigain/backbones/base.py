@@ -45,6 +45,9 @@ class Block:
     roles: dict[str, nn.Module] = field(default_factory=dict)
     joint: bool = False  # attention also takes text as encoder_hidden_states (SD3 / Flux double-stream)
     text_prefix: bool = False  # the attention's tokens are [text; image] (Flux single-stream)
+    # The attention takes the image as hidden_states and the text as encoder_hidden_states and its
+    # processor joins [image; text] before to_q/to_k/to_v (HunyuanVideo single-stream)
+    text_suffix: bool = False
 
     @property
     def block(self) -> nn.Module:  # older name, kept for callers of the report
@@ -125,6 +128,14 @@ class Backbone:
     # to_k/to_v (CogVideoX): the processor classes known to do so. KV methods then give to_k/to_v
     # [text; downsampled image] in place of the joined sequence; any other processor is refused.
     kv_text_join_processors: ClassVar[tuple[str, ...]] = ()
+    # The same for `text_suffix` blocks, whose processor joins [image; text] (HunyuanVideo single-stream).
+    kv_suffix_join_processors: ClassVar[tuple[str, ...]] = ()
+    # An attention mask passed to the "attn" sub-layer (keyword `mask_kwarg`, or position
+    # `mask_position`) over the keys [image; text], (B, 1, 1, keys), whose image entries are all
+    # kept (HunyuanVideo masks only the padded text). When a method shortens the image keys, the
+    # hooks drop that many entries from the front of the mask. None: no mask is adjusted.
+    mask_kwarg: ClassVar[str | None] = None
+    mask_position: ClassVar[int | None] = None
 
     def rope_rows(self, tables: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The (cos, sin) tables of an attention call as (S, D) rows ([text; image] rows on Flux)."""

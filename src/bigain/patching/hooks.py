@@ -200,6 +200,7 @@ class _BlockHooks:
         # (q image, k image, text) as (cos, sin) pairs; None when the attention applies its own.
         self._rope: tuple[Any, Any, Any] | None = None
         self.rope_kwarg: str | None = getattr(state.backbone, "rope_kwarg", None)
+        self._t_suffix = 0  # text length after the image in the q/k norm outputs (text_suffix blocks)
 
     def clear(self) -> None:
         """Drop everything of the forward that just ended."""
@@ -223,7 +224,7 @@ class _BlockHooks:
     def _install_rope(self, attn: nn.Module, hooks: HookSet) -> None:
         if getattr(attn, "norm_q", None) is None or getattr(attn, "norm_k", None) is None:
             raise ValueError(f"bigain: {self.block.name} applies rotary embeddings without q/k norms to hook")
-        image_part = not self.block.text_prefix
+        image_part = not self.block.text_prefix and not self.block.text_suffix
         hooks.post(attn.norm_q, lambda m, out: self._rope_post(out, 0, image_part))
         hooks.post(attn.norm_k, lambda m, out: self._rope_post(out, 1, image_part))
         if self.block.joint:
@@ -247,6 +248,9 @@ class _BlockHooks:
             self._rope = None
             return args, kwargs
         text, img_cos, img_sin = self._split_rope(tables)
+        if self.block.text_suffix:
+            enc = _arg(args, kwargs, 1, "encoder_hidden_states")
+            self._t_suffix = 0 if enc is None else enc.shape[1]
         q_rows = (img_cos, img_sin) if q_pos is None else (img_cos[q_pos], img_sin[q_pos])
         k = q_rows if k_rows == "q" else k_rows(img_cos, img_sin)
         self._rope = (q_rows, k, text)
@@ -257,12 +261,36 @@ class _BlockHooks:
             return None
         cos, sin = self._rope[which]
         rope, attn = self.state.backbone.rope, self.block.roles["attn"]
+        if which == 2 and cos.shape[-2] == 0:
+            return None  # no text rows: the text is not rotated (HunyuanVideo)
         if which == 2 or image_only:
             return rope(out, cos, sin, attn)
+        if self.block.text_suffix:  # [image; text]: rotate the image part, leave the text
+            n = out.shape[1] - self._t_suffix
+            return torch.cat([rope(out[:, :n], cos, sin, attn), out[:, n:]], dim=1)
         t_cos, t_sin = self._rope[2]
         if cos.dim() == 3:  # per-sample image rows: give the text rows a batch dimension too
             t_cos, t_sin = t_cos.expand(cos.shape[0], -1, -1), t_sin.expand(cos.shape[0], -1, -1)
         return rope(out, torch.cat([t_cos, cos], dim=-2), torch.cat([t_sin, sin], dim=-2), attn)
+
+    def _shorten_mask(self, args: tuple, kwargs: dict, image: int, kept: int) -> tuple[tuple, dict]:
+        """The call with its [image; text] key mask cut to `kept` image keys of `image` (adapters
+        that name `mask_kwarg`; the image entries of such a mask are all kept, so the first
+        `image - kept` go)."""
+        bb = self.state.backbone
+        if bb.mask_kwarg is None or kept == image:
+            return args, kwargs
+        mask = _arg(args, kwargs, bb.mask_position, bb.mask_kwarg)
+        if mask is None:
+            return args, kwargs
+        enc = _arg(args, kwargs, 1, "encoder_hidden_states")
+        keys = image + (0 if enc is None else enc.shape[1])
+        if mask.dim() != 4 or mask.shape[-2] != 1 or mask.shape[-1] != keys:
+            raise ValueError(
+                f"bigain: {self.cfg.name} changes the image keys of {self.block.name}, but its attention mask "
+                f"{tuple(mask.shape)} is not the (B, 1, 1, {keys}) key mask over [image; text] bigain can cut"
+            )
+        return _with_arg(args, kwargs, bb.mask_position, bb.mask_kwarg, mask[..., image - kept :])
 
     def _rope_clear(self, module: nn.Module, output: Any) -> None:
         self._rope = None
@@ -343,7 +371,9 @@ class TokenHooks(_BlockHooks):
             self._make_plan(x)
         if self.plan is None or "attn" not in self.reduced:
             return None
-        args, kwargs = _with_hidden(args, kwargs, self._reduce(x))
+        reduced = self._reduce(x)
+        args, kwargs = _with_hidden(args, kwargs, reduced)
+        args, kwargs = self._shorten_mask(args, kwargs, x.shape[1], reduced.shape[1])
         if self.rope_kwarg is not None:
             args, kwargs = self._take_rope(args, kwargs, _plan_positions(self.plan), "q")
         return args, kwargs
@@ -374,11 +404,14 @@ class KVHooks(_BlockHooks):
     def __init__(self, state: PatchState, block: Block, param: int) -> None:
         super().__init__(state, block, param)
         self.attn = block.roles["attn"]
-        self.projections = block.joint or block.text_prefix
+        self.projections = block.joint or block.text_prefix or block.text_suffix
         self._kv_in: torch.Tensor | None = None  # projection mode: the tensor to_k/to_v must replace
         self._kv_src: torch.Tensor | None = None
         self._kv_hits = 0
-        self._kv_joins = state.backbone.kv_text_join_processors  # processors joining [text; image] first
+        # processors joining text and image before to_k/to_v: [image; text] on text_suffix blocks,
+        # else [text; image] (CogVideoX); empty: to_k/to_v see the attention's input
+        suffix = block.text_suffix
+        self._kv_joins = state.backbone.kv_suffix_join_processors if suffix else state.backbone.kv_text_join_processors
         self._kv_len = 0  # joined mode: the length of the [text; image] sequence to_k/to_v must see
 
     def clear(self) -> None:
@@ -422,10 +455,12 @@ class KVHooks(_BlockHooks):
             if self._kv_joins:
                 text = self._joined_text(args, kwargs)
                 self._kv_len = text.shape[1] + x.shape[1]
-                self._kv_src = torch.cat([text, src], dim=1)
+                # the processor's joined sequence: [image; text] on text_suffix blocks, else [text; image]
+                self._kv_src = torch.cat([src, text] if self.block.text_suffix else [text, src], dim=1)
+            args, kwargs = self._shorten_mask(args, kwargs, x.shape[1], src.shape[1])
             if self.rope_kwarg is not None:
                 return self._take_rope(args, kwargs, None, key_rows)
-            return None
+            return args, kwargs
         if _arg(args, kwargs, 1, "encoder_hidden_states") is not None:
             raise RuntimeError(
                 f"bigain: {self.cfg.name} gives {self.block.name}'s self-attention its keys and values, "
@@ -449,13 +484,15 @@ class KVHooks(_BlockHooks):
         return rows
 
     def _joined_text(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        """The text a processor that joins [text; image] before to_k/to_v puts first (CogVideoX)."""
+        """The text a processor that joins text and image before to_k/to_v puts first (CogVideoX) or
+        last (HunyuanVideo single-stream)."""
         processor = type(getattr(self.attn, "processor", None)).__name__
         text = _arg(args, kwargs, 1, "encoder_hidden_states")
         if processor not in self._kv_joins or text is None:
+            order = "[image; text]" if self.block.text_suffix else "[text; image]"
             raise RuntimeError(
                 f"bigain: {self.cfg.name} could not give {self.block.name} its keys and values: its attention "
-                f"processor {processor} is not one bigain knows to join [text; image] before to_k/to_v "
+                f"processor {processor} is not one bigain knows to join {order} before to_k/to_v "
                 f"({', '.join(self._kv_joins)}); use diffusers' default attention processor"
             )
         return text
@@ -463,13 +500,13 @@ class KVHooks(_BlockHooks):
     def _kv_proj_pre(self, module: nn.Module, args: tuple, kwargs: dict):
         if self._kv_src is None:
             return None
-        if self._kv_joins:  # the joined [text; image] sequence: a tensor made inside the processor
+        if self._kv_joins:  # the joined sequence: a tensor made inside the processor
             if args and args[0].dim() == 3 and args[0].shape[1] == self._kv_len:
                 self._kv_hits += 1
                 return (self._kv_src,) + tuple(args[1:]), kwargs
             raise RuntimeError(
                 f"bigain: {self.cfg.name} could not give {self.block.name} its keys and values: to_k/to_v "
-                f"got {tuple(args[0].shape) if args else 'no tensor'}, not the joined [text; image] sequence "
+                f"got {tuple(args[0].shape) if args else 'no tensor'}, not the joined text and image sequence "
                 f"of {self._kv_len} tokens"
             )
         if not args or args[0] is not self._kv_in:
