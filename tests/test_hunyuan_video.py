@@ -10,11 +10,11 @@ import pytest
 import torch
 from test_backbones import _PermuteConfig
 from test_wan import _PermutedKeys
-from tiny_models import hunyuan_video_inputs, make_tiny_hunyuan_video
 
 import bigain
 from bigain import ops
 from bigain.backbones import HunyuanVideoBackbone, relative_placement
+from tiny_models import hunyuan_video_inputs, make_tiny_hunyuan_video
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 
@@ -26,7 +26,9 @@ def _run(model, kw):
 
 def _seen_forward(model, kw):
     seen = []
-    handle = model.transformer_blocks[0].register_forward_pre_hook(lambda m, a: seen.append(model._bigain_patch.forward))
+    handle = model.transformer_blocks[0].register_forward_pre_hook(
+        lambda m, a: seen.append(model._bigain_patch.forward)
+    )
     try:
         _run(model, kw)
     finally:
@@ -68,9 +70,18 @@ def _attention_calls(hy, monkeypatch):
     calls, handles = [], []
     original = HunyuanVideoAttnProcessor2_0.__call__
 
-    def spy(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        calls.append({"attn": attn, "single": attn.add_q_proj is None, "video": hidden_states.shape[1],
-                      "text_in": encoder_hidden_states, "mask": attention_mask.shape[-1]})
+    def spy(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None
+    ):
+        calls.append(
+            {
+                "attn": attn,
+                "single": attn.add_q_proj is None,
+                "video": hidden_states.shape[1],
+                "text_in": encoder_hidden_states,
+                "mask": attention_mask.shape[-1],
+            }
+        )
         return original(self, attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
     def keys(m, args, out):
@@ -130,9 +141,12 @@ def test_a_mask_bigain_cannot_cut_is_refused():
     hy = make_tiny_hunyuan_video()
     bigain.apply(hy, "tome", blocks="all")
     handle = hy.transformer_blocks[0].attn.register_forward_pre_hook(
-        lambda m, a, k: (a, dict(k, attention_mask=k["attention_mask"].expand(-1, -1, 48 + 5, -1))), with_kwargs=True
+        lambda m, a, k: (a, dict(k, attention_mask=k["attention_mask"].expand(-1, -1, 48 + 5, -1))),
+        with_kwargs=True,
     )
-    with pytest.raises(ValueError, match=r"attention mask \(2, 1, 53, 53\) is not the \(B, 1, 1, 53\) key mask"):
+    with pytest.raises(
+        ValueError, match=r"attention mask \(2, 1, 53, 53\) is not the \(B, 1, 1, 53\) key mask"
+    ):
         _run(hy, hunyuan_video_inputs(2))
     handle.remove()
     bigain.remove(hy)
@@ -194,7 +208,12 @@ def test_grids_the_windows_do_not_divide_work(latent):
     ("method", "options", "latent", "message"),
     [
         ("tome", {"st": 2}, (1, 8, 8), "option sx=2, sy=2, st=2 does not fit the 1x4x4 token grid"),
-        ("bigain-td", {"downsample_factor": 4}, (2, 4, 8), "option downsample_factor=4 does not fit the 2x2x4 token grid"),
+        (
+            "bigain-td",
+            {"downsample_factor": 4},
+            (2, 4, 8),
+            "option downsample_factor=4 does not fit the 2x2x4 token grid",
+        ),
     ],
 )
 def test_windows_that_do_not_fit_fail_naming_the_option_and_the_grid(method, options, latent, message):
@@ -209,9 +228,17 @@ def test_token_replace_image_to_video_is_refused():
     from diffusers import HunyuanVideoTransformer3DModel
 
     hy = HunyuanVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1,
-        num_single_layers=1, num_refiner_layers=1, text_embed_dim=16, pooled_projection_dim=8,
-        rope_axes_dim=(4, 6, 6), image_condition_type="token_replace",
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_single_layers=1,
+        num_refiner_layers=1,
+        text_embed_dim=16,
+        pooled_projection_dim=8,
+        rope_axes_dim=(4, 6, 6),
+        image_condition_type="token_replace",
     )
     with pytest.raises(ValueError, match="token_replace"):
         bigain.apply(hy, "tome")

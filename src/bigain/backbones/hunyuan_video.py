@@ -66,9 +66,13 @@ class HunyuanVideoBackbone(Backbone):
             )
         out = []
         for i, b in enumerate(model.transformer_blocks):
-            out.append(Block(len(out), f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True))
+            out.append(
+                Block(len(out), f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True)
+            )
         for i, b in enumerate(model.single_transformer_blocks):
-            out.append(Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, text_suffix=True))
+            out.append(
+                Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, text_suffix=True)
+            )
         return out
 
     def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
