@@ -134,7 +134,8 @@ def _zero_forward(block: Any) -> Any:
     def forward(*args: Any, **kwargs: Any) -> Any:
         x = _hidden(args, kwargs)
         ctx = kwargs.get("encoder_hidden_states")
-        if block.joint and ctx is not None:
+        # joint attention, or text after the video (HunyuanVideo single-stream): (image, text) out
+        if (block.joint or getattr(block, "text_suffix", False)) and ctx is not None:
             return torch.zeros_like(x), torch.zeros_like(ctx)
         return torch.zeros_like(x)
 

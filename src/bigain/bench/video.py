@@ -177,7 +177,9 @@ def breakdown(model: nn.Module, inputs: Any, kwargs: dict[str, Any] | None = Non
         def pre(module: nn.Module, args: tuple, kw: dict, site: Site = site, blk: Block = blk) -> None:
             x = args[0] if args else kw["hidden_states"]
             ctx = args[1] if len(args) > 1 else kw.get("encoder_hidden_states")
-            t = int(ctx.shape[1]) if blk.joint and ctx is not None else 0
+            # joint attention, or text after the video (HunyuanVideo single-stream): text as encoder_hidden_states
+            takes_text = blk.joint or getattr(blk, "text_suffix", False)
+            t = int(ctx.shape[1]) if takes_text and ctx is not None else 0
             n = int(x.shape[1])
             if blk.text_prefix:  # [text; image] queries (Flux single-stream): text from the block's input
                 t = text_prefix.get(blk.index, 0)
@@ -267,14 +269,15 @@ def flops_left(bd: FlopBreakdown, grid: tuple[int, int, int], comp: Compression,
 
 
 def method_of(comp: Compression) -> tuple[str, dict[str, Any]] | None:
-    """The bound or bigain method whose real hooks do what `comp` describes, with its options; None
-    where bigain has no such setting (space-time KV pooling)."""
+    """The bound or bigain method whose real hooks do what `comp` describes, with its options (KV pooling
+    (ft, s, s): `todo` with `frame_factor` ft); None where bigain has no such setting."""
     if comp.kind == "ceiling":
         return "ceiling", {}
     if comp.kind == "merge":
         return ("tome", {"ratio": comp.ratio}) if comp.matching else ("ideal", {"ratio": comp.ratio})
-    if tuple(comp.pool) == (1, 2, 2):
-        return "todo", {"downsample_factor": 2}
+    ft, sy, sx = tuple(comp.pool)
+    if sy == sx:
+        return "todo", ({"downsample_factor": sx} if ft == 1 else {"downsample_factor": sx, "frame_factor": ft})
     return None
 
 
