@@ -35,7 +35,7 @@ from tiny_models import make_tiny_qwen_image, qwen_image_inputs
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "qwen-image", "hunyuan"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan"]
 
 
 def _move(v, device):
@@ -84,6 +84,12 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_cogvideox(layers=2).to(device)
         kw = _move(cogvideox_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "cogview4":
+        from tiny_models import cogview4_inputs, make_tiny_cogview4
+
+        m = make_tiny_cogview4(layers=2).to(device)
+        kw = _move(cogview4_inputs(2, tables=True), device)  # the model makes its own on the host
+        return m, lambda: m(**kw)
     if name == "hunyuan":
         from tiny_models import hunyuan_video_inputs, make_tiny_hunyuan_video
 
@@ -106,7 +112,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "qwen-image", "hunyuan"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

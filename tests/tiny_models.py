@@ -316,3 +316,55 @@ def qwen_image_inputs(batch: int = 2, h: int = 6, w: int = 10, text: int = 5, si
 
 tiny("QwenImageTransformer2DModel", "qwen-image", make_tiny_qwen_image, lambda: ((), qwen_image_inputs(2)))  # a 6x10 grid
 tiny("HunyuanVideoTransformer3DModel", "hunyuan-video", make_tiny_hunyuan_video, lambda: ((), hunyuan_video_inputs(2)))
+
+
+def make_tiny_cogview4(layers: int = 4) -> nn.Module:
+    """A CogView4 denoiser in miniature: 2 heads of 16 channels, patch 2, 3 size conditions of 4."""
+    from diffusers import CogView4Transformer2DModel
+
+    torch.manual_seed(0)
+    return CogView4Transformer2DModel(
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=layers,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        text_embed_dim=12,
+        time_embed_dim=8,
+        condition_dim=4,
+        sample_size=8,
+    ).eval()
+
+
+def cogview4_inputs(
+    batch: int = 2, size=(6, 10), t=(700, 30), tables: bool = False, mask: bool = False, seed: int = 1
+) -> dict:
+    """One forward's inputs as CogView4Pipeline passes them: a (B, 4, H, W) latent (a 3x5 token grid
+    by default), 5 text tokens, the size conditions; `tables`: also the model's own (cos, sin) image
+    rows, as a caller may pass them; `mask`: a (B, 5) text mask padding row 0's last two tokens."""
+    from diffusers.models.transformers.transformer_cogview4 import CogView4RotaryPosEmbed
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    x = torch.randn(batch, 4, h, w, generator=g)
+    sizes = torch.tensor([[8 * h, 8 * w]] * batch, dtype=torch.float32)
+    out = dict(
+        hidden_states=x,
+        encoder_hidden_states=torch.randn(batch, 5, 12, generator=g),
+        timestep=torch.tensor(t[:batch], dtype=torch.float32),
+        original_size=sizes,
+        target_size=sizes.clone(),
+        crop_coords=torch.zeros(batch, 2),
+        return_dict=False,
+    )
+    if tables:
+        out["image_rotary_emb"] = CogView4RotaryPosEmbed(16, 2, (256, 256))(x)
+    if mask:
+        m = torch.ones(batch, 5)
+        m[0, -2:] = 0
+        out["attention_mask"] = m
+    return out
+
+
+tiny("CogView4Transformer2DModel", "cogview4", make_tiny_cogview4, lambda: ((), cogview4_inputs(2)))

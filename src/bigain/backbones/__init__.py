@@ -11,6 +11,7 @@ from torch import nn
 
 from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, relative_placement
 from .cogvideox import CogVideoXBackbone
+from .cogview4 import CogView4Backbone
 from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
@@ -31,6 +32,7 @@ BACKBONES: list[Backbone] = [
     LTXBackbone(),
     HunyuanVideoBackbone(),
     CogVideoXBackbone(),
+    CogView4Backbone(),
     QwenImageBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
 ]

@@ -1,11 +1,13 @@
 """Rotary position embeddings applied by bigain when a method changes the tokens an attention sees.
 
-Two conventions of diffusers, both rotating pairs of adjacent channels with tables whose entries
-repeat per pair (cos[..., 2i] == cos[..., 2i + 1]):
+Three conventions of diffusers; the first two rotate pairs of adjacent channels with tables whose
+entries repeat per pair (cos[..., 2i] == cos[..., 2i + 1]):
 - `rope_pairs` (Flux, `diffusers.models.embeddings.apply_rotary_emb` with `use_real_unbind_dim=-1`):
   x * cos + rotate(x) * sin in float32, rounded to x's dtype;
 - `rope_pairs_promoted` (Wan's attention processor): the even/odd halves combined in the tables'
-  precision (float64 on CPU and CUDA), written into a tensor of x's dtype.
+  precision (float64 on CPU and CUDA), written into a tensor of x's dtype;
+- `rope_halves` (CogView4, `apply_rotary_emb` with `use_real_unbind_dim=-2`): channel i paired with
+  channel i + D/2, x * cos + rotate(x) * sin in float32, rounded to x's dtype.
 Tables are (S, D) rows shared by the batch or (B, S, D) rows per sample; x is (B, S, heads, D).
 """
 
@@ -37,3 +39,12 @@ def rope_pairs_promoted(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -
     out[..., 0::2] = x1 * c - x2 * s
     out[..., 1::2] = x1 * s + x2 * c
     return out
+
+
+def rope_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """CogView4's rotary embedding on (B, S, heads, D): the first and second halves of the channels
+    as the real and imaginary parts, computed in fp32 like diffusers."""
+    cos, sin = _broadcast(cos, sin)
+    real, imag = x.reshape(*x.shape[:-1], 2, -1).unbind(-2)
+    rotated = torch.cat([-imag, real], dim=-1)
+    return (x.float() * cos.to(x.device) + rotated.float() * sin.to(x.device)).to(x.dtype)

@@ -247,6 +247,7 @@ class _BlockHooks:
         if tables is None:
             self._rope = None
             return args, kwargs
+        tables = self._on_device(tables, _hidden(args, kwargs).device)
         text, img_cos, img_sin = self._split_rope(tables)
         if self.block.text_suffix:
             enc = _arg(args, kwargs, 1, "encoder_hidden_states")
@@ -255,6 +256,23 @@ class _BlockHooks:
         k = q_rows if k_rows == "q" else k_rows(img_cos, img_sin)
         self._rope = (q_rows, k, text)
         return _with_arg(args, kwargs, position, self.rope_kwarg, None)
+
+    def _on_device(self, tables: Any, device: torch.device) -> Any:
+        """(cos, sin) tables made on another device than the tokens (CogView4 computes its own on the
+        host when the caller passes none) moved to the tokens' device, once per forward: the rows of
+        the tokens present are gathered with device indices."""
+        if not isinstance(tables, (tuple, list)) or len(tables) != 2:
+            return tables
+        cos, sin = tables
+        if not isinstance(cos, torch.Tensor) or cos.device == device:
+            return tables
+        seen = self.state.current().cache.setdefault("rope-device", [])
+        for src, moved in seen:
+            if src is cos:
+                return moved
+        moved = (cos.to(device), sin.to(device))
+        seen.append((cos, moved))
+        return moved
 
     def _rope_post(self, out: torch.Tensor, which: int, image_only: bool):
         if self._rope is None:
