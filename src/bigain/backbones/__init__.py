@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .chroma import ChromaBackbone
 from .cogvideox import CogVideoXBackbone
 from .dit import DiTBackbone
 from .families import SPECS
@@ -27,6 +28,7 @@ BACKBONES: list[Backbone] = [
     DiTBackbone(),
     SD3Backbone(),
     FluxBackbone(),
+    ChromaBackbone(),
     WanBackbone(),
     LTXBackbone(),
     HunyuanVideoBackbone(),
