@@ -31,11 +31,14 @@ from conftest import (
     unet_inputs,
     wan_inputs,
 )
-from tiny_models import make_tiny_qwen_image, qwen_image_inputs
+from tiny_models import chroma_inputs, make_tiny_chroma, make_tiny_qwen_image, qwen_image_inputs
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan"]
+# diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
+# `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
+UNPATCHED_COPIES = {"chroma": 1}
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"]
 
 
 def _move(v, device):
@@ -96,6 +99,10 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_hunyuan_video().to(device)
         kw = _move(hunyuan_video_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "chroma":
+        m = make_tiny_chroma().to(device)
+        kw = _move(chroma_inputs(2), device)
+        return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
@@ -112,11 +119,13 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":
-        bigain.set_grid(model, (6, 8))  # the meta device has no img_ids values to read
+        bigain.set_grid(model, (6, 8))
+    if name == "chroma":
+        bigain.set_grid(model, (6, 10))  # the meta device has no img_ids values to read
     return report
 
 
@@ -124,7 +133,7 @@ def _apply(model, name: str, method: str, **options):
 def test_no_host_device_traffic_in_a_patched_forward(backbone):
     model, call = _case(backbone)
     base = _steady_traffic(call)
-    assert base.transfers == 0, base.where
+    assert base.transfers == UNPATCHED_COPIES.get(backbone, 0), base.where
     for method in METHODS:
         report = _apply(model, backbone, method)
         assert report.num_blocks > 0

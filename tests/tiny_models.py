@@ -368,3 +368,49 @@ def cogview4_inputs(
 
 
 tiny("CogView4Transformer2DModel", "cogview4", make_tiny_cogview4, lambda: ((), cogview4_inputs(2)))
+
+
+def make_tiny_chroma(layers: int = 2, single_layers: int = 2) -> nn.Module:
+    """A Chroma denoiser in miniature: 2 heads of 16 channels (rotary axes 4 + 6 + 6), double- then
+    single-stream blocks, a one-layer approximator, patch 1 on 16 packed channels."""
+    from diffusers import ChromaTransformer2DModel
+
+    torch.manual_seed(0)
+    return ChromaTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=layers,
+        num_single_layers=single_layers,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=24,
+        axes_dims_rope=(4, 6, 6),
+        approximator_num_channels=16,
+        approximator_hidden_dim=32,
+        approximator_layers=1,
+    ).eval()
+
+
+def chroma_inputs(batch: int = 2, h: int = 6, w: int = 10, text: int = 5, sigma=(0.7, 0.3), seed: int = 1) -> dict:
+    """One forward's inputs as ChromaPipeline passes them: packed tokens on an h x w grid, 2-D ids,
+    t / 1000, and a (B, text + image) boolean mask over [text; image] in which row 0 masks its last
+    text token and row 1 its last two (every image token is kept)."""
+    g = torch.Generator().manual_seed(seed)
+    img_ids = torch.zeros(h, w, 3)
+    img_ids[..., 1] = torch.arange(h)[:, None]
+    img_ids[..., 2] = torch.arange(w)[None, :]
+    mask = torch.ones(batch, text + h * w, dtype=torch.bool)
+    mask[0, text - 1 : text] = False
+    mask[1:, text - 2 : text] = False
+    return dict(
+        hidden_states=torch.randn(batch, h * w, 16, generator=g),
+        encoder_hidden_states=torch.randn(batch, text, 24, generator=g),
+        timestep=torch.tensor(sigma[:batch]),
+        img_ids=img_ids.reshape(-1, 3),
+        txt_ids=torch.zeros(text, 3),
+        attention_mask=mask,
+        return_dict=False,
+    )
+
+
+tiny("ChromaTransformer2DModel", "chroma", make_tiny_chroma, lambda: ((), chroma_inputs(2)))  # a 6x10 grid

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .chroma import ChromaBackbone
 from .cogvideox import CogVideoXBackbone
 from .cogview4 import CogView4Backbone
 from .dit import DiTBackbone
@@ -28,6 +29,7 @@ BACKBONES: list[Backbone] = [
     DiTBackbone(),
     SD3Backbone(),
     FluxBackbone(),
+    ChromaBackbone(),
     WanBackbone(),
     LTXBackbone(),
     HunyuanVideoBackbone(),

@@ -131,11 +131,14 @@ class Backbone:
     # The same for `text_suffix` blocks, whose processor joins [image; text] (HunyuanVideo single-stream).
     kv_suffix_join_processors: ClassVar[tuple[str, ...]] = ()
     # An attention mask passed to the "attn" sub-layer (keyword `mask_kwarg`, or position
-    # `mask_position`) over the keys [image; text], (B, 1, 1, keys), whose image entries are all
-    # kept (HunyuanVideo masks only the padded text). When a method shortens the image keys, the
-    # hooks drop that many entries from the front of the mask. None: no mask is adjusted.
+    # `mask_position`) whose image entries are all kept (it masks only padded text). `mask_layout`
+    # "keys": a (B, 1, 1, keys) key mask over [image; text] (HunyuanVideo); when a method shortens
+    # the image keys, the hooks drop that many entries from the front. "pairs": a (B, 1, queries,
+    # keys) mask over [text; image] (Chroma); the hooks drop image keys (and, when the queries are
+    # shortened too, image queries) from the end. None: no mask is adjusted.
     mask_kwarg: ClassVar[str | None] = None
     mask_position: ClassVar[int | None] = None
+    mask_layout: ClassVar[str] = "keys"
 
     def rope_rows(self, tables: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The (cos, sin) tables of an attention call as (S, D) rows ([text; image] rows on Flux)."""

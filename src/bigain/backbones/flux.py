@@ -29,6 +29,9 @@ class FluxBackbone(Backbone):
     placement = "the DiT-XL/2 placement mapped by relative depth over the double- then single-stream blocks"
     rope_kwarg = "image_rotary_emb"
     rope_position = 3  # FluxAttention.forward(hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+    label = "Flux"  # the model's name in messages
+    timestep_position = 3  # forward(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids)
+    img_ids_position = 4
 
     def blocks(self, model: nn.Module) -> list[Block]:
         singles = list(model.single_transformer_blocks)
@@ -61,12 +64,12 @@ class FluxBackbone(Backbone):
             if len(grids) != 1:
                 found = " and ".join(f"{h}x{w}" for h, w in sorted(grids)) or "none"
                 raise ValueError(
-                    f"bigain: under torch.compile the Flux grid of {num_tokens} tokens cannot be read from img_ids "
+                    f"bigain: under torch.compile the {self.label} grid of {num_tokens} tokens cannot be read from img_ids "
                     f"(grids seen eagerly for this count: {found}); call bigain.set_grid(model, (rows, cols)) first"
                 )
             return next(iter(grids))
         if img_ids is None:
-            raise ValueError("bigain: Flux needs `img_ids` to know the token grid")
+            raise ValueError(f"bigain: {self.label} needs `img_ids` to know the token grid")
         ids = img_ids[0] if img_ids.dim() == 3 else img_ids
         # Pipelines pass the same ids tensor at every step: recognise it by identity (the cache holds a
         # reference, so its memory cannot be reused by another tensor) and by its version counter
@@ -90,10 +93,11 @@ class FluxBackbone(Backbone):
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         x = args[0] if args else kwargs.get("hidden_states")
         if x is None or x.dim() != 3:
-            raise ValueError("bigain: the Flux transformer input must be packed (B, N, C) tokens")
-        t = args[3] if len(args) > 3 else kwargs.get("timestep")
+            raise ValueError(f"bigain: the {self.label} transformer input must be packed (B, N, C) tokens")
+        tp, ip = self.timestep_position, self.img_ids_position
+        t = args[tp] if len(args) > tp else kwargs.get("timestep")
         dev, host = as_timesteps(t, x.shape[0], x.device, scale=1000.0)
-        img_ids = args[4] if len(args) > 4 else kwargs.get("img_ids")
+        img_ids = args[ip] if len(args) > ip else kwargs.get("img_ids")
         h, w = self._grid(img_ids, x.shape[1], cache)
         return ForwardInfo(ops.Grid.image(h, w), dev, host)
 

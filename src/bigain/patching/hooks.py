@@ -291,24 +291,36 @@ class _BlockHooks:
             t_cos, t_sin = t_cos.expand(cos.shape[0], -1, -1), t_sin.expand(cos.shape[0], -1, -1)
         return rope(out, torch.cat([t_cos, cos], dim=-2), torch.cat([t_sin, sin], dim=-2), attn)
 
-    def _shorten_mask(self, args: tuple, kwargs: dict, image: int, kept: int) -> tuple[tuple, dict]:
-        """The call with its [image; text] key mask cut to `kept` image keys of `image` (adapters
-        that name `mask_kwarg`; the image entries of such a mask are all kept, so the first
-        `image - kept` go)."""
+    def _shorten_mask(
+        self, args: tuple, kwargs: dict, hidden: int, cut: int, queries: bool
+    ) -> tuple[tuple, dict]:
+        """The call with its attention mask cut to `cut` fewer image keys (and as many fewer image
+        queries when `queries`), for adapters that name `mask_kwarg`. `hidden`: the length of the
+        attention's input before the method changed it. The image entries of such a mask are all
+        kept (it masks only padded text), so which image entries go does not matter: the layout
+        (`Backbone.mask_layout`) says where the image sits."""
         bb = self.state.backbone
-        if bb.mask_kwarg is None or kept == image:
+        if bb.mask_kwarg is None or cut == 0:
             return args, kwargs
         mask = _arg(args, kwargs, bb.mask_position, bb.mask_kwarg)
         if mask is None:
             return args, kwargs
         enc = _arg(args, kwargs, 1, "encoder_hidden_states")
-        keys = image + (0 if enc is None else enc.shape[1])
+        keys = hidden + (0 if enc is None else enc.shape[1])
+        if bb.mask_layout == "pairs":  # (B, 1, 1 or queries, keys) over [text; image]: the image last
+            if mask.dim() != 4 or mask.shape[-1] != keys or mask.shape[-2] not in (1, keys):
+                raise ValueError(
+                    f"bigain: {self.cfg.name} changes the image keys of {self.block.name}, but its attention mask "
+                    f"{tuple(mask.shape)} is not the (B, 1, {keys}, {keys}) mask over [text; image] bigain can cut"
+                )
+            rows = keys - cut if queries and mask.shape[-2] != 1 else mask.shape[-2]
+            return _with_arg(args, kwargs, bb.mask_position, bb.mask_kwarg, mask[..., :rows, : keys - cut])
         if mask.dim() != 4 or mask.shape[-2] != 1 or mask.shape[-1] != keys:
             raise ValueError(
                 f"bigain: {self.cfg.name} changes the image keys of {self.block.name}, but its attention mask "
                 f"{tuple(mask.shape)} is not the (B, 1, 1, {keys}) key mask over [image; text] bigain can cut"
             )
-        return _with_arg(args, kwargs, bb.mask_position, bb.mask_kwarg, mask[..., image - kept :])
+        return _with_arg(args, kwargs, bb.mask_position, bb.mask_kwarg, mask[..., cut:])
 
     def _rope_clear(self, module: nn.Module, output: Any) -> None:
         self._rope = None
@@ -391,7 +403,7 @@ class TokenHooks(_BlockHooks):
             return None
         reduced = self._reduce(x)
         args, kwargs = _with_hidden(args, kwargs, reduced)
-        args, kwargs = self._shorten_mask(args, kwargs, x.shape[1], reduced.shape[1])
+        args, kwargs = self._shorten_mask(args, kwargs, x.shape[1], x.shape[1] - reduced.shape[1], True)
         if self.rope_kwarg is not None:
             args, kwargs = self._take_rope(args, kwargs, _plan_positions(self.plan), "q")
         return args, kwargs
@@ -475,7 +487,7 @@ class KVHooks(_BlockHooks):
                 self._kv_len = text.shape[1] + x.shape[1]
                 # the processor's joined sequence: [image; text] on text_suffix blocks, else [text; image]
                 self._kv_src = torch.cat([src, text] if self.block.text_suffix else [text, src], dim=1)
-            args, kwargs = self._shorten_mask(args, kwargs, x.shape[1], src.shape[1])
+            args, kwargs = self._shorten_mask(args, kwargs, x.shape[1], img.shape[1] - src.shape[1], False)
             if self.rope_kwarg is not None:
                 return self._take_rope(args, kwargs, None, key_rows)
             return args, kwargs
