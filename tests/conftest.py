@@ -97,6 +97,29 @@ def one_thread():
     torch.set_num_threads(old)
 
 
+def run_kw(model, kw: dict):
+    """The first output of `model(**kw)` without gradients (the video/joint families' tests)."""
+    with torch.no_grad():
+        return model(**kw)[0]
+
+
+def seen_forward(model, kw: dict):
+    """The patch's per-forward record as the model's first transformer block saw it (the denoiser's
+    post-hook drops it when the forward ends)."""
+    import bigain
+
+    seen = []
+    block = bigain.inspect_model(model).blocks[0].module
+    handle = block.register_forward_pre_hook(
+        lambda m, a, k: seen.append(model._bigain_patch.forward), with_kwargs=True
+    )
+    try:
+        run_kw(model, kw)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
 @pytest.fixture
 def tiny_unet() -> UNet2DConditionModel:
     return make_tiny_unet()

@@ -15,27 +15,11 @@ from test_wan import _PermutedKeys
 import bigain
 from bigain import ops
 from bigain.backbones import ChromaBackbone, find_backbone
+from conftest import run_kw, seen_forward
 from tiny_models import chroma_inputs, make_tiny_chroma
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 TEXT, H, W = 5, 6, 10
-
-
-def _run(model, kw):
-    with torch.no_grad():
-        return model(**kw)[0]
-
-
-def _seen_forward(model, kw):
-    seen = []
-    handle = model.transformer_blocks[0].register_forward_pre_hook(
-        lambda m, a, k: seen.append(model._bigain_patch.forward), with_kwargs=True
-    )
-    try:
-        _run(model, kw)
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 def test_adapter_grid_timesteps_and_default_placement():
@@ -43,7 +27,7 @@ def test_adapter_grid_timesteps_and_default_placement():
     assert isinstance(find_backbone(ch), ChromaBackbone)
     report = bigain.apply(ch, "tome")
     assert [b.name for b in report.blocks] == ["transformer_blocks.1", "single_transformer_blocks.0"]
-    fwd = _seen_forward(ch, chroma_inputs(2, h=4, w=12, sigma=(0.7, 0.25)))
+    fwd = seen_forward(ch, chroma_inputs(2, h=4, w=12, sigma=(0.7, 0.25)))
     assert fwd.grid == ops.Grid.image(4, 12)  # rows and columns from img_ids, not a square
     assert fwd.timesteps.tolist() == pytest.approx([700.0, 250.0])  # sigma * 1000
     bigain.remove(ch)
@@ -52,15 +36,15 @@ def test_adapter_grid_timesteps_and_default_placement():
 def test_every_method_compresses_both_block_kinds_and_removal_is_exact():
     ch = make_tiny_chroma()
     kw = chroma_inputs(2)
-    base = _run(ch, kw)
+    base = run_kw(ch, kw)
     for method in METHODS:
         for blocks in ((0, 1), (2, 3)):  # double-stream, single-stream
             bigain.apply(ch, method, blocks=blocks)
-            out = _run(ch, kw)
+            out = run_kw(ch, kw)
             bigain.remove(ch)
             assert out.shape == base.shape and torch.isfinite(out).all()
             assert not torch.equal(out, base), (method, blocks)
-    assert torch.equal(_run(ch, kw), base)
+    assert torch.equal(run_kw(ch, kw), base)
 
 
 def _attention_calls(ch, monkeypatch):
@@ -98,7 +82,7 @@ def test_text_tokens_are_untouched_and_the_mask_follows_the_image(method, monkey
     kw = chroma_inputs(2)
     bigain.apply(ch, method, blocks="all")
     calls, handles = _attention_calls(ch, monkeypatch)
-    _run(ch, kw)
+    run_kw(ch, kw)
     for h in handles:
         h.remove()
     bigain.remove(ch)
@@ -129,19 +113,19 @@ def test_padded_text_stays_masked(method):
     ch = make_tiny_chroma()
     kw = chroma_inputs(2)
     bigain.apply(ch, method, blocks="all")
-    base = _run(ch, kw)
+    base = run_kw(ch, kw)
     enc = kw["encoder_hidden_states"].clone()
     enc[0, -1] += 5.0
     enc[1, -2:] -= 5.0
-    out = _run(ch, dict(kw, encoder_hidden_states=enc))
+    out = run_kw(ch, dict(kw, encoder_hidden_states=enc))
     torch.testing.assert_close(out, base, rtol=0, atol=1e-6)
     # The test has teeth: without the mask the padding does reach the image, and so does real text.
     unmasked = dict(kw, attention_mask=None)
     assert not torch.allclose(
-        _run(ch, dict(unmasked, encoder_hidden_states=enc)), _run(ch, unmasked), atol=1e-4
+        run_kw(ch, dict(unmasked, encoder_hidden_states=enc)), run_kw(ch, unmasked), atol=1e-4
     )
     enc[0, 0] += 5.0
-    assert not torch.allclose(_run(ch, dict(kw, encoder_hidden_states=enc)), base, atol=1e-4)
+    assert not torch.allclose(run_kw(ch, dict(kw, encoder_hidden_states=enc)), base, atol=1e-4)
     bigain.remove(ch)
 
 
@@ -155,7 +139,7 @@ def test_a_mask_bigain_cannot_cut_is_refused():
     with pytest.raises(
         ValueError, match=rf"attention mask \(2, {n}, {n}\) is not the \(B, 1, {n}, {n}\) mask"
     ):
-        _run(ch, chroma_inputs(2))
+        run_kw(ch, chroma_inputs(2))
     handle.remove()
     bigain.remove(ch)
 
@@ -163,16 +147,16 @@ def test_a_mask_bigain_cannot_cut_is_refused():
 def test_rotary_positions_follow_reordered_tokens(monkeypatch):
     ch = make_tiny_chroma()
     kw = chroma_inputs(2)
-    base = _run(ch, kw)
+    base = run_kw(ch, kw)
     bigain.apply(ch, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = _run(ch, kw)
+    permuted = run_kw(ch, kw)
     bigain.remove(ch)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
     # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
     # the model's order, and the output changes.
     monkeypatch.setattr(ChromaBackbone, "rope_kwarg", None)
     bigain.apply(ch, _PermuteConfig(blocks="all"))
-    wrong = _run(ch, kw)
+    wrong = run_kw(ch, kw)
     bigain.remove(ch)
     assert (wrong - base).abs().max() > 1e-3
 
@@ -180,14 +164,14 @@ def test_rotary_positions_follow_reordered_tokens(monkeypatch):
 def test_rotary_positions_follow_downsampled_keys(monkeypatch):
     ch = make_tiny_chroma()
     kw = chroma_inputs(2)
-    base = _run(ch, kw)
+    base = run_kw(ch, kw)
     bigain.apply(ch, _PermutedKeys(blocks="all"))
-    permuted = _run(ch, kw)
+    permuted = run_kw(ch, kw)
     bigain.remove(ch)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
     monkeypatch.setattr(ChromaBackbone, "rope_kwarg", None)
     bigain.apply(ch, _PermutedKeys(blocks="all"))
-    wrong = _run(ch, kw)
+    wrong = run_kw(ch, kw)
     bigain.remove(ch)
     assert (wrong - base).abs().max() > 1e-3
 
@@ -197,5 +181,5 @@ def test_img_ids_that_do_not_match_the_tokens_are_refused():
     bigain.apply(ch, "tome", blocks="all")
     kw = chroma_inputs(2)
     with pytest.raises(ValueError, match="img_ids describe a 6x4 grid but there are 60 tokens"):
-        _run(ch, dict(kw, img_ids=kw["img_ids"][:54]))
+        run_kw(ch, dict(kw, img_ids=kw["img_ids"][:54]))
     bigain.remove(ch)

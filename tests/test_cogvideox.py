@@ -14,33 +14,17 @@ from test_wan import _PermutedKeys
 import bigain
 from bigain import ops
 from bigain.backbones import CogVideoXBackbone
+from conftest import run_kw, seen_forward
 from tiny_models import cogvideox_inputs, make_tiny_cogvideox
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-
-
-def _run(model, kw):
-    with torch.no_grad():
-        return model(**kw)[0]
-
-
-def _seen_forward(model, kw):
-    seen = []
-    handle = model.transformer_blocks[0].register_forward_pre_hook(
-        lambda m, a: seen.append(model._bigain_patch.forward)
-    )
-    try:
-        _run(model, kw)
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 def test_grid_timesteps_and_default_placement():
     cog = make_tiny_cogvideox(layers=4)
     report = bigain.apply(cog, "tome")
     assert [b.name for b in report.blocks] == ["transformer_blocks.1"]  # floor(28 j / 4) in {1-5, 7-11}
-    fwd = _seen_forward(cog, cogvideox_inputs(2, frames=3, size=(6, 10), t=(700, 30)))
+    fwd = seen_forward(cog, cogvideox_inputs(2, frames=3, size=(6, 10), t=(700, 30)))
     assert fwd.grid == ops.Grid(3, 3, 5)  # frames before channels; H and W over patch_size 2
     assert fwd.timesteps.tolist() == [700.0, 30.0]
     bigain.remove(cog)
@@ -50,14 +34,14 @@ def test_grid_timesteps_and_default_placement():
 def test_temporal_patch_of_cogvideox_1_5():
     cog = make_tiny_cogvideox(layers=2, patch_size_t=2)
     kw = cogvideox_inputs(2, frames=4, patch_size_t=2)
-    base = _run(cog, kw)
+    base = run_kw(cog, kw)
     for method in METHODS:
         bigain.apply(cog, method, blocks="all")
-        assert _seen_forward(cog, kw).grid == ops.Grid(2, 3, 5)
-        out = _run(cog, kw)
+        assert seen_forward(cog, kw).grid == ops.Grid(2, 3, 5)
+        out = run_kw(cog, kw)
         bigain.remove(cog)
         assert torch.isfinite(out).all() and not torch.equal(out, base), method
-    assert torch.equal(_run(cog, kw), base)
+    assert torch.equal(run_kw(cog, kw), base)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -81,7 +65,7 @@ def test_text_tokens_are_untouched(method, monkeypatch):
         attn.register_forward_hook(lambda m, a, k, out: seen.update(out=out), with_kwargs=True),
     ]
     try:
-        _run(cog, kw)
+        run_kw(cog, kw)
     finally:
         for h in hooks:
             h.remove()
@@ -99,16 +83,16 @@ def test_text_tokens_are_untouched(method, monkeypatch):
 def test_rotary_positions_follow_reordered_tokens(monkeypatch):
     cog = make_tiny_cogvideox(layers=2)
     kw = cogvideox_inputs(2)
-    base = _run(cog, kw)
+    base = run_kw(cog, kw)
     bigain.apply(cog, _PermuteConfig(blocks="all"))
-    permuted = _run(cog, kw)
+    permuted = run_kw(cog, kw)
     bigain.remove(cog)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
     # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
     # the model's order, and the output changes.
     monkeypatch.setattr(CogVideoXBackbone, "rope_kwarg", None)
     bigain.apply(cog, _PermuteConfig(blocks="all"))
-    wrong = _run(cog, kw)
+    wrong = run_kw(cog, kw)
     bigain.remove(cog)
     assert (wrong - base).abs().max() > 1e-3
 
@@ -116,14 +100,14 @@ def test_rotary_positions_follow_reordered_tokens(monkeypatch):
 def test_rotary_positions_follow_downsampled_keys(monkeypatch):
     cog = make_tiny_cogvideox(layers=2)
     kw = cogvideox_inputs(2)
-    base = _run(cog, kw)
+    base = run_kw(cog, kw)
     bigain.apply(cog, _PermutedKeys(blocks="all"))
-    permuted = _run(cog, kw)
+    permuted = run_kw(cog, kw)
     bigain.remove(cog)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
     monkeypatch.setattr(CogVideoXBackbone, "rope_kwarg", None)
     bigain.apply(cog, _PermutedKeys(blocks="all"))
-    wrong = _run(cog, kw)
+    wrong = run_kw(cog, kw)
     bigain.remove(cog)
     assert (wrong - base).abs().max() > 1e-3
 
@@ -154,10 +138,10 @@ def test_odd_grids_work_or_fail_naming_the_option_and_the_grid(method, options, 
     bigain.apply(cog, method, blocks="all", **options)
     try:
         if message is None:
-            assert torch.isfinite(_run(cog, kw)).all()
+            assert torch.isfinite(run_kw(cog, kw)).all()
         else:
             with pytest.raises(ValueError, match=message):
-                _run(cog, kw)
+                run_kw(cog, kw)
     finally:
         bigain.remove(cog)
 
@@ -169,5 +153,5 @@ def test_an_unknown_processor_is_refused_by_kv_methods():
     bigain.apply(cog, "todo", blocks="all")
     cog.transformer_blocks[0].attn1.set_processor(AttnProcessor2_0())
     with pytest.raises(RuntimeError, match="AttnProcessor2_0 is not one bigain knows to join"):
-        _run(cog, cogvideox_inputs(2))
+        run_kw(cog, cogvideox_inputs(2))
     bigain.remove(cog)

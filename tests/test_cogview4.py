@@ -14,33 +14,17 @@ from test_wan import _PermutedKeys
 import bigain
 from bigain import ops
 from bigain.backbones import CogView4Backbone
+from conftest import run_kw, seen_forward
 from tiny_models import cogview4_inputs, make_tiny_cogview4
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-
-
-def _run(model, kw):
-    with torch.no_grad():
-        return model(**kw)[0]
-
-
-def _seen_forward(model, kw):
-    seen = []
-    handle = model.transformer_blocks[0].register_forward_pre_hook(
-        lambda m, a: seen.append(model._bigain_patch.forward)
-    )
-    try:
-        _run(model, kw)
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 def test_grid_timesteps_and_default_placement():
     cv = make_tiny_cogview4(layers=4)
     report = bigain.apply(cv, "tome")
     assert [b.name for b in report.blocks] == ["transformer_blocks.1"]  # floor(28 j / 4) in {1-5, 7-11}
-    fwd = _seen_forward(cv, cogview4_inputs(2, size=(6, 10), t=(700, 30)))
+    fwd = seen_forward(cv, cogview4_inputs(2, size=(6, 10), t=(700, 30)))
     assert fwd.grid == ops.Grid.image(3, 5)  # H and W over patch_size 2, not square
     assert fwd.timesteps.tolist() == [700.0, 30.0]
     bigain.remove(cv)
@@ -50,13 +34,13 @@ def test_grid_timesteps_and_default_placement():
 def test_every_method_compresses_and_removal_is_bit_exact():
     cv = make_tiny_cogview4(layers=2)
     kw = cogview4_inputs(2)
-    base = _run(cv, kw)
+    base = run_kw(cv, kw)
     for method in METHODS:
         bigain.apply(cv, method, blocks="all")
-        out = _run(cv, kw)
+        out = run_kw(cv, kw)
         bigain.remove(cv)
         assert torch.isfinite(out).all() and not torch.equal(out, base), method
-        assert torch.equal(_run(cv, kw), base), method
+        assert torch.equal(run_kw(cv, kw), base), method
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -82,7 +66,7 @@ def test_text_tokens_are_untouched(method, monkeypatch):
         attn.register_forward_hook(lambda m, a, k, out: seen.update(out=out), with_kwargs=True),
     ]
     try:
-        _run(cv, kw)
+        run_kw(cv, kw)
     finally:
         for h in hooks:
             h.remove()
@@ -100,16 +84,16 @@ def test_text_tokens_are_untouched(method, monkeypatch):
 def test_rotary_positions_follow_reordered_tokens_and_keys(config, monkeypatch):
     cv = make_tiny_cogview4(layers=2)
     kw = cogview4_inputs(2)
-    base = _run(cv, kw)
+    base = run_kw(cv, kw)
     bigain.apply(cv, config(blocks="all"))
-    permuted = _run(cv, kw)
+    permuted = run_kw(cv, kw)
     bigain.remove(cv)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
     # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
     # the model's order, and the output changes.
     monkeypatch.setattr(CogView4Backbone, "rope_kwarg", None)
     bigain.apply(cv, config(blocks="all"))
-    wrong = _run(cv, kw)
+    wrong = run_kw(cv, kw)
     bigain.remove(cv)
     assert (wrong - base).abs().max() > 1e-3
 
@@ -147,7 +131,7 @@ def test_tables_made_on_the_host_follow_the_tokens_device(monkeypatch):
     for method in METHODS:
         bigain.apply(cv, method, blocks="all")
         try:
-            assert _run(cv, kw).shape == (2, 4, 6, 10), method
+            assert run_kw(cv, kw).shape == (2, 4, 6, 10), method
         finally:
             bigain.remove(cv)
     assert len(devices) == 2 * 2 * len(METHODS)  # queries and keys of 2 blocks
@@ -157,20 +141,20 @@ def test_tables_made_on_the_host_follow_the_tokens_device(monkeypatch):
 def test_a_padded_text_mask_runs_token_methods_and_is_refused_by_kv_methods():
     cv = make_tiny_cogview4(layers=2)
     kw = cogview4_inputs(2, mask=True)
-    base = _run(cv, kw)
+    base = run_kw(cv, kw)
     for method in ("tome", "bigain-tm", "sito"):
         bigain.apply(cv, method, blocks="all")
-        out = _run(cv, kw)
+        out = run_kw(cv, kw)
         bigain.remove(cv)
         assert torch.isfinite(out).all() and not torch.equal(out, base), method
     for method in ("todo", "bigain-td"):
         bigain.apply(cv, method, blocks="all")
         try:
             with pytest.raises(ValueError, match="passes attention_mask"):
-                _run(cv, kw)
+                run_kw(cv, kw)
         finally:
             bigain.remove(cv)
-    assert torch.equal(_run(cv, kw), base)
+    assert torch.equal(run_kw(cv, kw), base)
 
 
 @pytest.mark.parametrize(
@@ -186,10 +170,10 @@ def test_odd_grids_work_or_fail_naming_the_option_and_the_grid(method, options, 
     bigain.apply(cv, method, blocks="all", **options)
     try:
         if message is None:
-            assert torch.isfinite(_run(cv, kw)).all()
+            assert torch.isfinite(run_kw(cv, kw)).all()
         else:
             with pytest.raises(ValueError, match=message):
-                _run(cv, kw)
+                run_kw(cv, kw)
     finally:
         bigain.remove(cv)
 
@@ -201,5 +185,5 @@ def test_an_unknown_processor_is_refused_by_kv_methods():
     bigain.apply(cv, "todo", blocks="all")
     cv.transformer_blocks[0].attn1.set_processor(AttnProcessor2_0())
     with pytest.raises(RuntimeError, match="AttnProcessor2_0 is not one bigain knows to join"):
-        _run(cv, cogview4_inputs(2))
+        run_kw(cv, cogview4_inputs(2))
     bigain.remove(cv)

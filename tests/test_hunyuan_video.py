@@ -14,33 +14,17 @@ from test_wan import _PermutedKeys
 import bigain
 from bigain import ops
 from bigain.backbones import HunyuanVideoBackbone, relative_placement
+from conftest import run_kw, seen_forward
 from tiny_models import hunyuan_video_inputs, make_tiny_hunyuan_video
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-
-
-def _run(model, kw):
-    with torch.no_grad():
-        return model(**kw)[0]
-
-
-def _seen_forward(model, kw):
-    seen = []
-    handle = model.transformer_blocks[0].register_forward_pre_hook(
-        lambda m, a: seen.append(model._bigain_patch.forward)
-    )
-    try:
-        _run(model, kw)
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 def test_grid_timesteps_and_default_placement():
     hy = make_tiny_hunyuan_video(layers=2, single_layers=2, patch_size_t=2)
     report = bigain.apply(hy, "tome")
     assert [b.name for b in report.blocks] == ["transformer_blocks.1"]  # floor(28 j / 4) in {1-5, 7-11}
-    fwd = _seen_forward(hy, hunyuan_video_inputs(2, latent=(4, 6, 10), t=(700, 30)))
+    fwd = seen_forward(hy, hunyuan_video_inputs(2, latent=(4, 6, 10), t=(700, 30)))
     assert fwd.grid == ops.Grid(2, 3, 5)  # (4 / p_t, 6 / p, 10 / p)
     assert fwd.timesteps.tolist() == [700.0, 30.0]  # as passed
     bigain.remove(hy)
@@ -52,15 +36,15 @@ def test_grid_timesteps_and_default_placement():
 def test_every_method_compresses_both_block_kinds_and_removal_is_exact():
     hy = make_tiny_hunyuan_video()
     kw = hunyuan_video_inputs(2)
-    base = _run(hy, kw)
+    base = run_kw(hy, kw)
     for method in METHODS:
         for blocks in ((0, 1), (2, 3)):  # dual-stream, single-stream
             bigain.apply(hy, method, blocks=blocks)
-            out = _run(hy, kw)
+            out = run_kw(hy, kw)
             bigain.remove(hy)
             assert out.shape == base.shape and torch.isfinite(out).all()
             assert not torch.equal(out, base), (method, blocks)
-    assert torch.equal(_run(hy, kw), base)
+    assert torch.equal(run_kw(hy, kw), base)
 
 
 def _attention_calls(hy, monkeypatch):
@@ -99,7 +83,7 @@ def test_text_tokens_are_untouched_and_the_mask_follows_the_video_keys(method, m
     kw = hunyuan_video_inputs(2)
     bigain.apply(hy, method, blocks="all")
     calls, handles = _attention_calls(hy, monkeypatch)
-    _run(hy, kw)
+    run_kw(hy, kw)
     for h in handles:
         h.remove()
     bigain.remove(hy)
@@ -126,14 +110,14 @@ def test_padded_text_stays_masked(method):
     hy = make_tiny_hunyuan_video()
     kw = hunyuan_video_inputs(2)
     bigain.apply(hy, method, blocks="all")
-    base = _run(hy, kw)
+    base = run_kw(hy, kw)
     enc = kw["encoder_hidden_states"].clone()
     enc[0, -1] += 5.0
     enc[1, -2:] -= 5.0
-    out = _run(hy, dict(kw, encoder_hidden_states=enc))
+    out = run_kw(hy, dict(kw, encoder_hidden_states=enc))
     torch.testing.assert_close(out, base, rtol=0, atol=1e-6)
     enc[0, 0] += 5.0  # a real text token does reach it
-    assert not torch.allclose(_run(hy, dict(kw, encoder_hidden_states=enc)), base, atol=1e-4)
+    assert not torch.allclose(run_kw(hy, dict(kw, encoder_hidden_states=enc)), base, atol=1e-4)
     bigain.remove(hy)
 
 
@@ -147,7 +131,7 @@ def test_a_mask_bigain_cannot_cut_is_refused():
     with pytest.raises(
         ValueError, match=r"attention mask \(2, 1, 53, 53\) is not the \(B, 1, 1, 53\) key mask"
     ):
-        _run(hy, hunyuan_video_inputs(2))
+        run_kw(hy, hunyuan_video_inputs(2))
     handle.remove()
     bigain.remove(hy)
 
@@ -155,16 +139,16 @@ def test_a_mask_bigain_cannot_cut_is_refused():
 def test_rotary_positions_follow_reordered_tokens(monkeypatch):
     hy = make_tiny_hunyuan_video()
     kw = hunyuan_video_inputs(2)
-    base = _run(hy, kw)
+    base = run_kw(hy, kw)
     bigain.apply(hy, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = _run(hy, kw)
+    permuted = run_kw(hy, kw)
     bigain.remove(hy)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
     # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
     # the model's order, and the output changes.
     monkeypatch.setattr(HunyuanVideoBackbone, "rope_kwarg", None)
     bigain.apply(hy, _PermuteConfig(blocks="all"))
-    wrong = _run(hy, kw)
+    wrong = run_kw(hy, kw)
     bigain.remove(hy)
     assert (wrong - base).abs().max() > 1e-3
 
@@ -172,9 +156,9 @@ def test_rotary_positions_follow_reordered_tokens(monkeypatch):
 def test_rotary_positions_follow_downsampled_keys():
     hy = make_tiny_hunyuan_video()
     kw = hunyuan_video_inputs(2)
-    base = _run(hy, kw)
+    base = run_kw(hy, kw)
     bigain.apply(hy, _PermutedKeys(blocks="all"))
-    permuted = _run(hy, kw)
+    permuted = run_kw(hy, kw)
     bigain.remove(hy)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
 
@@ -194,14 +178,14 @@ def test_the_rotation_is_hunyuan_arithmetic_bit_for_bit():
 def test_grids_the_windows_do_not_divide_work(latent):
     hy = make_tiny_hunyuan_video()
     kw = hunyuan_video_inputs(2, latent=latent)
-    base = _run(hy, kw)
+    base = run_kw(hy, kw)
     for method in METHODS:
         bigain.apply(hy, method, blocks="all")
-        out = _run(hy, kw)
+        out = run_kw(hy, kw)
         bigain.remove(hy)
         assert out.shape == base.shape and torch.isfinite(out).all()
         assert not torch.equal(out, base), method
-    assert torch.equal(_run(hy, kw), base)
+    assert torch.equal(run_kw(hy, kw), base)
 
 
 @pytest.mark.parametrize(
@@ -220,7 +204,7 @@ def test_windows_that_do_not_fit_fail_naming_the_option_and_the_grid(method, opt
     hy = make_tiny_hunyuan_video()
     bigain.apply(hy, method, blocks="all", **options)
     with pytest.raises(ValueError, match=message):
-        _run(hy, hunyuan_video_inputs(2, latent=latent))
+        run_kw(hy, hunyuan_video_inputs(2, latent=latent))
     bigain.remove(hy)
 
 

@@ -13,33 +13,16 @@ from test_wan import _PermutedKeys
 import bigain
 from bigain import ops
 from bigain.backbones import LTXBackbone
-from conftest import ltx_inputs, make_tiny_ltx
+from conftest import ltx_inputs, make_tiny_ltx, run_kw, seen_forward
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-
-
-def _run(model, kw):
-    with torch.no_grad():
-        return model(**kw)[0]
-
-
-def _seen_forward(model, kw):
-    seen = []
-    handle = model.transformer_blocks[0].register_forward_pre_hook(
-        lambda m, a: seen.append(model._bigain_patch.forward)
-    )
-    try:
-        _run(model, kw)
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 def test_grid_timesteps_and_default_placement():
     ltx = make_tiny_ltx(layers=4)
     report = bigain.apply(ltx, "tome")
     assert [b.name for b in report.blocks] == ["transformer_blocks.1"]  # floor(28 j / 4) in {1-5, 7-11}
-    fwd = _seen_forward(ltx, ltx_inputs(2, grid=(3, 5, 7), t=(700, 30)))
+    fwd = seen_forward(ltx, ltx_inputs(2, grid=(3, 5, 7), t=(700, 30)))
     assert fwd.grid == ops.Grid(3, 5, 7)
     assert fwd.timesteps.tolist() == [700.0, 30.0]
     bigain.remove(ltx)
@@ -52,26 +35,26 @@ def test_per_token_timesteps_are_reduced_per_row():
     ltx = make_tiny_ltx(layers=2)
     bigain.apply(ltx, "bigain-td", blocks="all", alpha_schedule=(0.8, 1.2))
     kw = ltx_inputs(2, per_token=True, t=(700, 30))
-    assert _seen_forward(ltx, kw).timesteps.tolist() == [700.0, 30.0]  # the first frame's tokens are at 0
+    assert seen_forward(ltx, kw).timesteps.tolist() == [700.0, 30.0]  # the first frame's tokens are at 0
     kw1 = dict(kw, timestep=torch.tensor([[700.0], [30.0]]))  # (B, 1), as LTXConditionPipeline shapes it
-    assert _seen_forward(ltx, kw1).timesteps.tolist() == [700.0, 30.0]
-    out = _run(ltx, kw)
+    assert seen_forward(ltx, kw1).timesteps.tolist() == [700.0, 30.0]
+    out = run_kw(ltx, kw)
     bigain.remove(ltx)
-    assert torch.isfinite(out).all() and not torch.equal(out, _run(ltx, kw))
+    assert torch.isfinite(out).all() and not torch.equal(out, run_kw(ltx, kw))
 
 
 @pytest.mark.parametrize("size", [(3, 5, 7), (1, 4, 6), (2, 3, 3)])
 def test_grids_the_windows_do_not_divide_work(size):
     ltx = make_tiny_ltx(layers=2)
     kw = ltx_inputs(2, grid=size)
-    base = _run(ltx, kw)
+    base = run_kw(ltx, kw)
     for method in METHODS:
         bigain.apply(ltx, method, blocks="all")
-        out = _run(ltx, kw)
+        out = run_kw(ltx, kw)
         bigain.remove(ltx)
         assert out.shape == base.shape and torch.isfinite(out).all()
         assert not torch.equal(out, base), method
-    assert torch.equal(_run(ltx, kw), base)
+    assert torch.equal(run_kw(ltx, kw), base)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +69,7 @@ def test_windows_that_do_not_fit_fail_naming_the_option_and_the_grid(method, opt
     ltx = make_tiny_ltx(layers=2)
     bigain.apply(ltx, method, blocks="all", **options)
     with pytest.raises(ValueError, match=message):
-        _run(ltx, ltx_inputs(2, grid=grid))
+        run_kw(ltx, ltx_inputs(2, grid=grid))
     bigain.remove(ltx)
 
 
@@ -95,7 +78,7 @@ def test_a_grid_that_does_not_match_the_tokens_fails_naming_it():
     bigain.apply(ltx, "tome", blocks="all")
     kw = dict(ltx_inputs(2, grid=(3, 4, 4)), width=5)
     with pytest.raises(ValueError, match="48 image tokens do not fit the 3x4x5 token grid of transformer_blocks.0"):
-        _run(ltx, kw)
+        run_kw(ltx, kw)
     bigain.remove(ltx)
 
 
@@ -105,23 +88,23 @@ def test_calls_with_video_coords_are_refused_with_a_message():
     kw.update(video_coords=torch.zeros(2, 3, 48))
     bigain.apply(ltx, "todo", blocks="all")
     with pytest.raises(ValueError, match="video_coords"):
-        _run(ltx, kw)
+        run_kw(ltx, kw)
     bigain.remove(ltx)
 
 
 def test_rotary_positions_follow_reordered_tokens(monkeypatch):
     ltx = make_tiny_ltx(layers=2)
     kw = ltx_inputs(2)
-    base = _run(ltx, kw)
+    base = run_kw(ltx, kw)
     bigain.apply(ltx, _PermuteConfig(blocks="all", merge_crossattn=True, merge_mlp=True))
-    permuted = _run(ltx, kw)
+    permuted = run_kw(ltx, kw)
     bigain.remove(ltx)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
     # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
     # the model's order, and the output changes.
     monkeypatch.setattr(LTXBackbone, "rope_kwarg", None)
     bigain.apply(ltx, _PermuteConfig(blocks="all"))
-    wrong = _run(ltx, kw)
+    wrong = run_kw(ltx, kw)
     bigain.remove(ltx)
     assert (wrong - base).abs().max() > 1e-3
 
@@ -129,9 +112,9 @@ def test_rotary_positions_follow_reordered_tokens(monkeypatch):
 def test_rotary_positions_follow_downsampled_keys():
     ltx = make_tiny_ltx(layers=2)
     kw = ltx_inputs(2)
-    base = _run(ltx, kw)
+    base = run_kw(ltx, kw)
     bigain.apply(ltx, _PermutedKeys(blocks="all"))
-    permuted = _run(ltx, kw)
+    permuted = run_kw(ltx, kw)
     bigain.remove(ltx)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
 

@@ -13,26 +13,10 @@ from test_wan import _PermutedKeys
 import bigain
 from bigain import ops
 from bigain.backbones import QwenImageBackbone
+from conftest import run_kw, seen_forward
 from tiny_models import make_tiny_qwen_image, qwen_image_inputs
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-
-
-def _run(model, kw):
-    with torch.no_grad():
-        return model(**kw)[0]
-
-
-def _seen_forward(model, kw):
-    seen = []
-    handle = model.transformer_blocks[0].register_forward_pre_hook(
-        lambda m, a: seen.append(model._bigain_patch.forward)
-    )
-    try:
-        _run(model, kw)
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +28,7 @@ def test_grid_sigmas_and_default_placement():
     model = make_tiny_qwen_image(layers=4)
     report = bigain.apply(model, "tome")
     assert [b.name for b in report.blocks] == ["transformer_blocks.1"]  # floor(28 j / 4) in {1-5, 7-11}
-    fwd = _seen_forward(model, qwen_image_inputs(2, h=6, w=10, sigma=(0.7, 0.3)))
+    fwd = seen_forward(model, qwen_image_inputs(2, h=6, w=10, sigma=(0.7, 0.3)))
     assert fwd.grid == ops.Grid.image(6, 10)
     torch.testing.assert_close(fwd.timesteps, torch.tensor([700.0, 300.0]))
     bigain.remove(model)
@@ -60,14 +44,14 @@ def test_every_method_compresses_and_removal_is_exact_with_the_text_stream_untou
         getattr(attn, p).register_forward_hook(lambda m, a, o, p=p: seen.append((p, a[0].clone(), o.clone())))
         for p in ("add_q_proj", "add_k_proj", "add_v_proj")
     ]
-    base = _run(qwen, kw)
+    base = run_kw(qwen, kw)
     text_in = list(seen)
     try:
         for method in METHODS:
             seen.clear()
             opts = {"merge_mlp": True} if method in ("tome", "bigain-tm") else {}
             bigain.apply(qwen, method, blocks="all", **opts)
-            out = _run(qwen, kw)
+            out = run_kw(qwen, kw)
             bigain.remove(qwen)
             assert out.shape == base.shape and torch.isfinite(out).all()
             assert not torch.equal(out, base), method
@@ -76,15 +60,15 @@ def test_every_method_compresses_and_removal_is_exact_with_the_text_stream_untou
     finally:
         for h in handles:
             h.remove()
-    assert torch.equal(_run(qwen, kw), base)
+    assert torch.equal(run_kw(qwen, kw), base)
     # in a compressed first block the text reaches its projections exactly as unpatched
     seen.clear()
     h = qwen.transformer_blocks[0].attn.add_k_proj.register_forward_hook(lambda m, a, o: seen.append(a[0].clone()))
-    _run(qwen, kw)
+    run_kw(qwen, kw)
     ref = seen.pop()
     for method in METHODS:
         bigain.apply(qwen, method, blocks=(0,))
-        _run(qwen, kw)
+        run_kw(qwen, kw)
         bigain.remove(qwen)
         assert torch.equal(seen.pop(), ref), method
     h.remove()
@@ -92,25 +76,25 @@ def test_every_method_compresses_and_removal_is_exact_with_the_text_stream_untou
 
 def test_rotary_positions_follow_reordered_tokens(qwen, monkeypatch):
     kw = qwen_image_inputs(2)
-    base = _run(qwen, kw)
+    base = run_kw(qwen, kw)
     bigain.apply(qwen, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = _run(qwen, kw)
+    permuted = run_kw(qwen, kw)
     bigain.remove(qwen)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
     # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
     # the model's order, and the output changes.
     monkeypatch.setattr(QwenImageBackbone, "rope_kwarg", None)
     bigain.apply(qwen, _PermuteConfig(blocks="all"))
-    wrong = _run(qwen, kw)
+    wrong = run_kw(qwen, kw)
     bigain.remove(qwen)
     assert (wrong - base).abs().max() > 1e-3
 
 
 def test_rotary_positions_follow_downsampled_keys(qwen):
     kw = qwen_image_inputs(2)
-    base = _run(qwen, kw)
+    base = run_kw(qwen, kw)
     bigain.apply(qwen, _PermutedKeys(blocks="all"))
-    permuted = _run(qwen, kw)
+    permuted = run_kw(qwen, kw)
     bigain.remove(qwen)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
 
@@ -141,18 +125,18 @@ def test_edit_calls_and_kv_with_a_padding_mask_are_refused_with_a_message(qwen):
     kw["img_shapes"] = [[(1, 6, 10), (1, 4, 6)]] * 2
     bigain.apply(qwen, "tome", blocks="all")
     with pytest.raises(ValueError, match="2 images per sample in img_shapes"):
-        _run(qwen, kw)
+        run_kw(qwen, kw)
     bigain.remove(qwen)
     masked = qwen_image_inputs(2, mask=True)
-    base = _run(qwen, masked)
+    base = run_kw(qwen, masked)
     for method in ("todo", "bigain-td"):
         bigain.apply(qwen, method, blocks="all")
         with pytest.raises(ValueError, match="encoder_hidden_states_mask"):
-            _run(qwen, masked)
+            run_kw(qwen, masked)
         bigain.remove(qwen)
     for method in ("tome", "sito"):  # token methods reduce queries and keys alike: the mask still fits
         bigain.apply(qwen, method, blocks="all")
-        out = _run(qwen, masked)
+        out = run_kw(qwen, masked)
         bigain.remove(qwen)
         assert torch.isfinite(out).all() and not torch.equal(out, base)
-    assert torch.equal(_run(qwen, masked), base)
+    assert torch.equal(run_kw(qwen, masked), base)

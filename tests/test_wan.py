@@ -14,31 +14,16 @@ from test_backbones import _PermuteConfig
 import bigain
 from bigain import ops
 from bigain.methods import ToDoConfig
-from conftest import make_tiny_wan, wan_inputs
+from conftest import make_tiny_wan, run_kw, seen_forward, wan_inputs
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-
-
-def _run(model, kw):
-    with torch.no_grad():
-        return model(**kw)[0]
-
-
-def _seen_forward(model, kw):
-    seen = []
-    handle = model.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(model._bigain_patch.forward))
-    try:
-        _run(model, kw)
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 def test_grid_from_the_latent_and_patch_size_and_default_placement():
     wan = make_tiny_wan(layers=4)
     report = bigain.apply(wan, "tome")
     assert [b.name for b in report.blocks] == ["blocks.1"]  # relative depth: floor(28 j / 4) in {1-5, 7-11}
-    fwd = _seen_forward(wan, wan_inputs(2, grid=(3, 5, 7), t=(700, 30)))
+    fwd = seen_forward(wan, wan_inputs(2, grid=(3, 5, 7), t=(700, 30)))
     assert fwd.grid == ops.Grid(3, 5, 7)
     assert fwd.timesteps.tolist() == [700.0, 30.0]
     bigain.remove(wan)
@@ -48,25 +33,25 @@ def test_wan22_per_token_timesteps_are_reduced_per_row():
     wan = make_tiny_wan(layers=4)
     bigain.apply(wan, "bigain-td", alpha_schedule=(0.8, 1.2))
     kw = wan_inputs(2, per_token=True, t=(700, 30))
-    fwd = _seen_forward(wan, kw)
+    fwd = seen_forward(wan, kw)
     assert fwd.timesteps.tolist() == [700.0, 30.0]  # the first frame's tokens are at 0
-    out = _run(wan, kw)
+    out = run_kw(wan, kw)
     bigain.remove(wan)
-    assert torch.isfinite(out).all() and not torch.equal(out, _run(wan, kw))
+    assert torch.isfinite(out).all() and not torch.equal(out, run_kw(wan, kw))
 
 
 @pytest.mark.parametrize("size", [(3, 5, 7), (1, 4, 6), (2, 3, 3)])
 def test_grids_the_windows_do_not_divide_work(size):
     wan = make_tiny_wan(layers=2)
     kw = wan_inputs(2, grid=size)
-    base = _run(wan, kw)
+    base = run_kw(wan, kw)
     for method in METHODS:
         bigain.apply(wan, method, blocks="all")
-        out = _run(wan, kw)
+        out = run_kw(wan, kw)
         bigain.remove(wan)
         assert out.shape == base.shape and torch.isfinite(out).all()
         assert not torch.equal(out, base), method
-    assert torch.equal(_run(wan, kw), base)
+    assert torch.equal(run_kw(wan, kw), base)
 
 
 @pytest.mark.parametrize(
@@ -83,14 +68,14 @@ def test_windows_that_do_not_fit_fail_naming_the_option_and_the_grid(method, opt
     wan = make_tiny_wan(layers=2)
     bigain.apply(wan, method, blocks="all", **options)
     with pytest.raises(ValueError, match=message):
-        _run(wan, wan_inputs(2, grid=grid))
+        run_kw(wan, wan_inputs(2, grid=grid))
     bigain.remove(wan)
 
 
 def test_temporal_windows_and_frame_factor_compress_video_grids():
     wan = make_tiny_wan(layers=2)
     kw = wan_inputs(2, grid=(4, 4, 4))
-    base = _run(wan, kw)
+    base = run_kw(wan, kw)
     for method, options in (
         ("tome", {"st": 2, "ratio": 0.8}),
         ("bigain-tm", {"st": 2, "temporal": True}),
@@ -100,7 +85,7 @@ def test_temporal_windows_and_frame_factor_compress_video_grids():
     ):
         report = bigain.apply(wan, method, blocks="all", **options)
         assert report.num_blocks == 2
-        out = _run(wan, kw)
+        out = run_kw(wan, kw)
         bigain.remove(wan)
         assert torch.isfinite(out).all() and not torch.equal(out, base), method
 
@@ -108,9 +93,9 @@ def test_temporal_windows_and_frame_factor_compress_video_grids():
 def test_rotary_positions_follow_reordered_tokens():
     wan = make_tiny_wan(layers=2)
     kw = wan_inputs(2)
-    base = _run(wan, kw)
+    base = run_kw(wan, kw)
     bigain.apply(wan, _PermuteConfig(blocks="all", merge_crossattn=True, merge_mlp=True))
-    permuted = _run(wan, kw)
+    permuted = run_kw(wan, kw)
     bigain.remove(wan)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
 
@@ -132,9 +117,9 @@ class _PermutedKeys(ToDoConfig):
 def test_rotary_positions_follow_downsampled_keys():
     wan = make_tiny_wan(layers=2)
     kw = wan_inputs(2)
-    base = _run(wan, kw)
+    base = run_kw(wan, kw)
     bigain.apply(wan, _PermutedKeys(blocks="all"))
-    permuted = _run(wan, kw)
+    permuted = run_kw(wan, kw)
     bigain.remove(wan)
     torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
     # and ToDo's own keys get the rows of their nearest-exact samples: rows 5, 7, 13, 15 of a 4x4 frame
@@ -145,13 +130,13 @@ def test_rotary_positions_follow_downsampled_keys():
 def test_i2v_image_context_is_left_alone():
     wan = make_tiny_wan(layers=2, i2v=True)
     kw = wan_inputs(2, i2v=True)
-    base = _run(wan, kw)
+    base = run_kw(wan, kw)
     for method in METHODS:
         bigain.apply(wan, method, blocks="all", **({"merge_crossattn": True} if method == "tome" else {}))
-        out = _run(wan, kw)
+        out = run_kw(wan, kw)
         bigain.remove(wan)
         assert torch.isfinite(out).all() and not torch.equal(out, base)
-    assert torch.equal(_run(wan, kw), base)
+    assert torch.equal(run_kw(wan, kw), base)
 
 
 def test_wan_stacks_with_first_block_cache_in_both_orders():
