@@ -97,6 +97,7 @@ def test_a_registered_spec_compresses_with_every_method_and_removes_exactly(toy,
 def test_the_spec_reads_grid_timesteps_and_roles(toy):
     model, adapter = toy
     assert backbones.find_backbone(model) is adapter and "ToyDiT" in backbones.SUPPORTED
+    assert "ToyDiT" in bigain.patching.SUPPORTED  # read live, not a copy taken at import
     blocks = adapter.blocks(model)
     assert [sorted(b.roles) for b in blocks] == [["attn", "cross", "ff"]] * 4
     assert blocks[0].roles["attn"] is model.layers[0].self_attn and not blocks[0].joint
@@ -131,7 +132,7 @@ def test_unregistered_models_are_refused_again(toy):
     model, adapter = toy
     unregister(adapter)
     try:
-        assert "ToyDiT" not in backbones.SUPPORTED
+        assert "ToyDiT" not in backbones.SUPPORTED and "ToyDiT" not in bigain.patching.SUPPORTED
         with pytest.raises(TypeError, match="does not support ToyDiT"):
             bigain.apply(model, "tome")
     finally:

@@ -1,6 +1,7 @@
 """Applying methods to diffusers models through hooks on the sub-layers the backbone adapter names."""
 
-from ..backbones import SUPPORTED, resolve_denoiser, resolve_denoisers
+from .. import backbones as _backbones
+from ..backbones import resolve_denoiser, resolve_denoisers
 from .api import (
     ModelInfo,
     PatchedBlock,
@@ -31,3 +32,10 @@ __all__ = [
     "sample_keys",
     "set_grid",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The supported classes change with `bigain.backbones.register`; a name bound at import would not.
+    if name == "SUPPORTED":
+        return _backbones.SUPPORTED
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
