@@ -414,3 +414,50 @@ def chroma_inputs(batch: int = 2, h: int = 6, w: int = 10, text: int = 5, sigma=
 
 
 tiny("ChromaTransformer2DModel", "chroma", make_tiny_chroma, lambda: ((), chroma_inputs(2)))  # a 6x10 grid
+
+
+def make_tiny_flux2(layers: int = 2, single_layers: int = 2) -> nn.Module:
+    """A Flux 2 denoiser in miniature: 2 heads of 16 channels (four rotary axes of 4: t, row, column,
+    l), double-stream then parallel single-stream blocks, no guidance embedding, patch 1 on 16
+    packed channels."""
+    from diffusers import Flux2Transformer2DModel
+
+    torch.manual_seed(0)
+    return Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=layers,
+        num_single_layers=single_layers,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=24,
+        timestep_guidance_channels=16,
+        mlp_ratio=2.0,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False,
+    ).eval()
+
+
+def flux2_ids(h: int, w: int, t: int = 0) -> torch.Tensor:
+    """Flux2Pipeline's image ids: (t, row, column, 0) per token, row-major, (h * w, 4)."""
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([torch.full_like(rows, t), rows, cols, torch.zeros_like(rows)], dim=-1).reshape(-1, 4)
+
+
+def flux2_inputs(batch: int = 2, h: int = 6, w: int = 10, text: int = 5, sigma=(0.7, 0.3), seed: int = 1) -> dict:
+    """One forward's inputs as Flux2Pipeline passes them: packed tokens on an h x w grid, (B, S, 4)
+    ids (text ids (0, 0, 0, index)), t / 1000."""
+    g = torch.Generator().manual_seed(seed)
+    txt_ids = torch.zeros(text, 4, dtype=torch.long)
+    txt_ids[:, 3] = torch.arange(text)
+    return dict(
+        hidden_states=torch.randn(batch, h * w, 16, generator=g),
+        encoder_hidden_states=torch.randn(batch, text, 24, generator=g),
+        timestep=torch.tensor(sigma[:batch]),
+        img_ids=flux2_ids(h, w).expand(batch, -1, -1),
+        txt_ids=txt_ids.expand(batch, -1, -1),
+        return_dict=False,
+    )
+
+
+tiny("Flux2Transformer2DModel", "flux2", make_tiny_flux2, lambda: ((), flux2_inputs(2)))  # a 6x10 grid

@@ -82,13 +82,17 @@ class FluxBackbone(Backbone):
         for cached, cached_version, grid in recent:
             if cached is img_ids and cached_version == version:
                 return grid
-        last = ids[-1].tolist()  # one host read per new ids tensor
-        grid = (int(last[1]) + 1, int(last[2]) + 1)
+        grid = self.ids_grid(ids)
         if grid[0] * grid[1] != num_tokens:
             raise ValueError(f"bigain: img_ids describe a {grid[0]}x{grid[1]} grid but there are {num_tokens} tokens")
         cache["ids"] = [(img_ids, version, grid)] + recent[:7]
         seen.setdefault(num_tokens, set()).add(grid)
         return grid
+
+    def ids_grid(self, ids: torch.Tensor) -> tuple[int, int]:
+        """(rows, cols) from a (S, axes) ids tensor whose last row is the image's last token."""
+        last = ids[-1].tolist()  # one host read per new ids tensor
+        return int(last[1]) + 1, int(last[2]) + 1
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         x = args[0] if args else kwargs.get("hidden_states")
