@@ -98,6 +98,13 @@ def _loop_case(name: str):
         kw = hunyuan_video_inputs(2)
         kw.pop("timestep")
         return m, lambda f, t: f(timestep=t.expand(2), **kw)[0]  # as HunyuanVideoPipeline
+    if name == "hunyuan-dit":
+        from tiny_models import hunyuan_dit_inputs, make_tiny_hunyuan_dit
+
+        m = make_tiny_hunyuan_dit()
+        kw = hunyuan_dit_inputs(2)
+        kw.pop("timestep")
+        return m, lambda f, t: f(timestep=t.expand(2), **kw)[0]  # as HunyuanDiTPipeline
     m = make_tiny_flux(double=1, single=2)
     kw = flux_inputs(2)
     kw.pop("timestep")
@@ -115,7 +122,7 @@ def _counting_backend():
     return backend, calls
 
 
-@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan"])
+@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit"])
 @pytest.mark.parametrize("method", METHODS)
 def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     """Every step of a loop, the last at t = 0, gives the eager output; at most two graphs.
@@ -126,7 +133,7 @@ def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     model, step = _loop_case(backbone)
     plain, plain_step = _loop_case(backbone)
     opts = {"alpha_schedule": (0.8, 1.2)} if method == "bigain-td" else {}
-    if backbone in ("sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan"):
+    if backbone in ("sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit"):
         opts["blocks"] = "all"
     bigain.apply(model, method, **opts)
     backend, graphs = _counting_backend()

@@ -461,3 +461,57 @@ def flux2_inputs(batch: int = 2, h: int = 6, w: int = 10, text: int = 5, sigma=(
 
 
 tiny("Flux2Transformer2DModel", "flux2", make_tiny_flux2, lambda: ((), flux2_inputs(2)))  # a 6x10 grid
+def make_tiny_hunyuan_dit(layers: int = 4) -> nn.Module:
+    """A HunyuanDiT denoiser in miniature: 2 heads of 16 channels, patch 2, `layers` blocks (the
+    second half fusing long skips from the first), 5 + 6 text tokens (24 and 16 channels), v1.2-style
+    conditioning (no style or size embedding)."""
+    from diffusers import HunyuanDiT2DModel
+
+    torch.manual_seed(0)
+    return HunyuanDiT2DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        patch_size=2,
+        sample_size=8,
+        hidden_size=32,
+        num_layers=layers,
+        cross_attention_dim=24,
+        cross_attention_dim_t5=16,
+        pooled_projection_dim=8,
+        text_len=5,
+        text_len_t5=6,
+        use_style_cond_and_image_meta_size=False,
+    ).eval()
+
+
+def hunyuan_dit_inputs(batch: int = 2, size=(12, 20), t=(700, 30), tables: bool = True, seed: int = 1) -> dict:
+    """One forward's inputs as HunyuanDiTPipeline passes them: a (B, 4, H, W) latent (a 6x10 token
+    grid by default), the two text embeddings with their masks (row 0 pads its last CLIP token and
+    last two T5 tokens), timesteps on the 0-1000 scale, and (`tables`) the pipeline's (cos, sin)
+    rotary rows of the token grid."""
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed
+    from diffusers.pipelines.hunyuandit.pipeline_hunyuandit import get_resize_crop_region_for_grid
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    mask, mask_t5 = torch.ones(batch, 5, dtype=torch.long), torch.ones(batch, 6, dtype=torch.long)
+    mask[0, -1:] = 0
+    mask_t5[0, -2:] = 0
+    out = dict(
+        hidden_states=torch.randn(batch, 4, h, w, generator=g),
+        timestep=torch.tensor(t[:batch], dtype=torch.float32),
+        encoder_hidden_states=torch.randn(batch, 5, 24, generator=g),
+        text_embedding_mask=mask,
+        encoder_hidden_states_t5=torch.randn(batch, 6, 16, generator=g),
+        text_embedding_mask_t5=mask_t5,
+        return_dict=False,
+    )
+    if tables:
+        grid = (h // 2, w // 2)
+        crops = get_resize_crop_region_for_grid(grid, 512 // 8 // 2)
+        out["image_rotary_emb"] = get_2d_rotary_pos_embed(16, crops, grid, output_type="pt")
+    return out
+
+
+tiny("HunyuanDiT2DModel", "hunyuan-dit", make_tiny_hunyuan_dit, lambda: ((), hunyuan_dit_inputs(2)))  # a 6x10 grid

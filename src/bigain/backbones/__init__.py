@@ -17,6 +17,7 @@ from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
 from .flux2 import Flux2Backbone
+from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
 from .qwen_image import QwenImageBackbone
@@ -39,6 +40,7 @@ BACKBONES: list[Backbone] = [
     QwenImageBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
     Flux2Backbone(),
+    HunyuanDiTBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 

@@ -124,6 +124,11 @@ class Backbone:
     # apply `rope` to the q/k norm outputs with the rows of the tokens actually present.
     rope_kwarg: ClassVar[str | None] = None
     rope_position: ClassVar[int | None] = None
+    # The "cross" sub-layer is called with the same rotary tables (by `rope_kwarg`) and rotates its
+    # queries with the image rows, the keys (text) not (HunyuanDiT): when `merge_crossattn` reduces
+    # its queries, the hooks take the tables out of that call too and rotate the q norm output with
+    # the rows of the tokens present.
+    cross_rope: ClassVar[bool] = False
     # Joint blocks whose attention processor joins [text; image] (encoder_hidden_states first) before
     # to_k/to_v (CogVideoX): the processor classes known to do so. KV methods then give to_k/to_v
     # [text; downsampled image] in place of the joined sequence; any other processor is refused.

@@ -359,6 +359,23 @@ class TokenHooks(_BlockHooks):
             if role in self.reduced and role in roles:
                 hooks.pre(roles[role], self._reduce_pre)
                 hooks.post(roles[role], self._expand_post)
+        if "cross" in self.reduced and "cross" in roles and self.rope_kwarg and self.state.backbone.cross_rope:
+            self._install_cross_rope(roles["cross"], hooks)
+
+    def _install_cross_rope(self, cross: nn.Module, hooks: HookSet) -> None:
+        """A cross-attention that rotates its (image) queries with the block's rotary tables: once its
+        queries are reduced, the rows of the tokens present rotate the q norm output; the keys (text)
+        are not rotated."""
+        if getattr(cross, "norm_q", None) is None:
+            raise ValueError(f"bigain: {self.block.name} rotates cross-attention queries without a q norm to hook")
+        hooks.pre(cross, self._cross_rope_pre)
+        hooks.post(cross.norm_q, lambda m, out: self._rope_post(out, 0, True))
+        hooks.post(cross, self._rope_clear)
+
+    def _cross_rope_pre(self, module: nn.Module, args: tuple, kwargs: dict):
+        if self.plan is None:
+            return None  # queries whole: the processor applies the tables itself
+        return self._take_rope(args, kwargs, _plan_positions(self.plan), "q")
 
     def _draw(self, batch: int, device: torch.device) -> Draw:
         st = self.state
