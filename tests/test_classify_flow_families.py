@@ -204,6 +204,7 @@ def tiny_pipeline(family: str):
         )
     if family == "cogview4":
         tok.padding_side = "left"  # GLM's tokenizer pads on the left
+        tok.init_kwargs["padding_side"] = "left"  # and says so in its saved config
         return CogView4Pipeline(
             tokenizer=tok,
             text_encoder=_glm(vocab),
@@ -528,3 +529,25 @@ def test_make_flow_bundle_checks_the_family_inputs():
         make_flow_bundle(_make_sana(), emb, text_mask=torch.ones(2, 4))
     b = make_flow_bundle(_make_sana(), emb, text_mask=torch.ones(2, 5), sample_shape=(4, 8, 8))
     assert set(b.conditioning(torch.tensor([0]))) == {"encoder_hidden_states", "encoder_attention_mask"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_saved_pipeline_loads_through_the_cli_loader(tmp_path, family):
+    """The CLI's loader (DiffusionPipeline.from_pretrained + bundle_from_pipeline) on a saved folder
+    gives the bundle the in-memory pipeline gives (the pipelines' default text lengths and sizes)."""
+    import types
+
+    from bigain.classify.cli import load_model_for
+
+    pipe = tiny_pipeline(family)
+    pipe.save_pretrained(tmp_path / "pipe")
+    data = types.SimpleNamespace(prompts=PROMPTS, class_names=["cat", "dog", "car"])
+    loaded = load_model_for(str(tmp_path / "pipe"), data, "cpu")
+    direct = bundle_from_pipeline(pipe, PROMPTS, class_names=data.class_names)
+    assert isinstance(loaded, FlowBundle) and loaded.kind == family and loaded.class_names == data.class_names
+    assert loaded.sample_shape == direct.sample_shape and torch.equal(loaded.sigmas, direct.sigmas)
+    for k in range(3):
+        a, b = loaded.conditioning(torch.tensor([k])), direct.conditioning(torch.tensor([k]))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)

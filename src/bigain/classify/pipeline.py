@@ -229,7 +229,7 @@ def _flow_bundle_from_pipeline(
     sample_size: int | None,
     encode_kwargs: dict[str, Any] | None = None,
 ) -> DiffusionBundle:
-    from ..models.flow import make_flow_bundle
+    from ..models.flow import FLOW_CALLS, make_flow_bundle
 
     denoiser = pipe.transformer
     param = next(denoiser.parameters())
@@ -240,8 +240,7 @@ def _flow_bundle_from_pipeline(
     size = sample_size or getattr(pipe, "default_sample_size", None)
     sample_shape = None
     if size:
-        packed = family in ("flux", "chroma", "qwenimage")
-        channels = int(cfg.in_channels) // 4 if packed else int(cfg.in_channels)
+        channels = int(cfg.in_channels) // 4 if FLOW_CALLS[family].packed else int(cfg.in_channels)
         sample_shape = (channels, int(size), int(size))
     sched = getattr(pipe, "scheduler", None)
     vae = getattr(pipe, "vae", None)
