@@ -1,10 +1,11 @@
-"""Bundles for diffusers pipelines (SD-style text-conditional, DiT class-conditional, SD3 and Flux
-flow-matching), and the
+"""Bundles for diffusers pipelines (SD-style text-conditional, DiT class-conditional, flow-matching
+SD3 / Flux / Chroma / Qwen-Image / AuraFlow / CogView4 / SANA), and the
 image → x0 preparation the classifier needs (torchvision's ``Resize`` + ``CenterCrop`` arithmetic)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,6 +13,8 @@ import torch
 from ..models.bundle import DiffusionBundle
 
 __all__ = [
+    "PROMPT_ENCODINGS",
+    "PromptEncoding",
     "attach_vae",
     "bundle_from_pipeline",
     "pixels_to_x0",
@@ -23,20 +26,46 @@ __all__ = [
 
 
 def _vae_encoder(vae: torch.nn.Module):
-    scaling = float(getattr(vae.config, "scaling_factor", None) or 1.0)
-    shift = float(getattr(vae.config, "shift_factor", None) or 0.0)  # SD3 / Flux VAEs; SD's has none
+    """pixels (B, 3, H, W) in [-1, 1] → the latent the pipeline's denoiser takes (float32).
+
+    - ``AutoencoderKL``: ``(latent_dist.mean - shift_factor) · scaling_factor`` (``shift_factor``
+      0 where the config has none: SD, AuraFlow, CogView4);
+    - ``AutoencoderKLQwenImage`` (a video VAE): the image as one frame, then
+      ``(latent_dist.mean - latents_mean) / latents_std`` per channel, as QwenImage's img2img
+      pipeline normalises, back to (B, C, h, w);
+    - ``AutoencoderDC`` (SANA): ``latent · scaling_factor`` (the encoder is deterministic).
+    """
+    cfg = vae.config
+    scaling = float(getattr(cfg, "scaling_factor", None) or 1.0)
+    shift = float(getattr(cfg, "shift_factor", None) or 0.0)  # SD3 / Flux VAEs; SD's has none
+    names = {c.__name__ for c in type(vae).__mro__}
+    video = getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None
 
     @torch.inference_mode()
     def encode(pixels: torch.Tensor) -> torch.Tensor:
         p = next(vae.parameters())
-        latents = vae.encode(pixels.to(device=p.device, dtype=p.dtype)).latent_dist.mean
+        x = pixels.to(device=p.device, dtype=p.dtype)
+        if "AutoencoderDC" in names:
+            return vae.encode(x).latent.float() * scaling
+        if video:
+            latents = vae.encode(x[:, :, None]).latent_dist.mean.float()  # (B, C, 1, h, w)
+            view = (1, -1, 1, 1, 1)
+            mean = torch.tensor(cfg.latents_mean, device=latents.device).view(view)
+            std = torch.tensor(cfg.latents_std, device=latents.device).view(view)
+            return ((latents - mean) / std)[:, :, 0]
+        latents = vae.encode(x).latent_dist.mean
         return (latents.float() - shift) * scaling
 
     return encode
 
 
 def _vae_scale(vae: torch.nn.Module) -> int:
-    return 2 ** (len(getattr(vae.config, "block_out_channels", [0])) - 1)
+    cfg = vae.config
+    if getattr(cfg, "encoder_block_out_channels", None) is not None:  # AutoencoderDC
+        return 2 ** (len(cfg.encoder_block_out_channels) - 1)
+    if getattr(cfg, "temperal_downsample", None) is not None:  # AutoencoderKLQwenImage
+        return 2 ** len(cfg.temperal_downsample)
+    return 2 ** (len(getattr(cfg, "block_out_channels", [0])) - 1)
 
 
 def attach_vae(bundle: DiffusionBundle, vae: torch.nn.Module | None = None) -> DiffusionBundle:
@@ -83,43 +112,108 @@ def _encode_prompts(pipe: Any, prompts: Sequence[str], device: torch.device, bat
 
 
 def _flow_family(denoiser: Any) -> str | None:
-    names = {c.__name__ for c in type(denoiser).__mro__}
-    if "FluxTransformer2DModel" in names:
-        return "flux"
-    if "SD3Transformer2DModel" in names:
-        return "sd3"
-    return None
+    from ..models.flow import flow_call
+
+    call = flow_call(denoiser)
+    return None if call is None else call.kind
+
+
+@dataclass(frozen=True)
+class PromptEncoding:
+    """How a flow pipeline's ``encode_prompt`` is called and where its outputs are.
+
+    ``kwargs``: passed besides ``prompt``, ``device``, ``num_images_per_prompt=1`` (and
+    ``max_sequence_length`` when given); ``tokens`` / ``pooled`` / ``mask``: positions in the tuple
+    it returns (None = absent, or not passed to the denoiser); ``pad``: the side on which the
+    tokens of shorter prompts are padded when batches of prompts come back at different lengths;
+    ``one_call``: all prompts in one call (see CogView4 below).
+    """
+
+    kwargs: dict[str, Any]
+    tokens: int = 0
+    pooled: int | None = None
+    mask: int | None = None
+    pad: str = "right"
+    one_call: bool = False
+
+
+# Each pipeline's encode_prompt, without classifier-free guidance (the classifier compares
+# conditional predictions). AuraFlow's mask is not listed: its pipeline multiplies it into the
+# embeddings and passes none to the transformer. CogView4 pads a batch of prompts to its longest
+# (then to a multiple of 16) with pad tokens on the left and passes no mask, so a prompt's
+# embedding depends on the prompts encoded with it: every prompt goes in one call, which gives each
+# class what the pipeline gives for the whole class list (the prompt alone when all prompts round to
+# the same multiple of 16 tokens).
+PROMPT_ENCODINGS: dict[str, PromptEncoding] = {
+    "sd3": PromptEncoding(
+        {"prompt_2": None, "prompt_3": None, "do_classifier_free_guidance": False}, pooled=2
+    ),
+    "flux": PromptEncoding({"prompt_2": None}, pooled=1),
+    "chroma": PromptEncoding({"do_classifier_free_guidance": False}, mask=2),
+    "qwenimage": PromptEncoding({}, mask=1),
+    "auraflow": PromptEncoding({"do_classifier_free_guidance": False}),
+    "cogview4": PromptEncoding({"do_classifier_free_guidance": False}, pad="left", one_call=True),
+    "sana": PromptEncoding({"do_classifier_free_guidance": False}, mask=1),
+}
+
+
+def _pad_to(x: torch.Tensor, length: int, side: str) -> torch.Tensor:
+    """Zero-pad dim 1 of ``x`` to ``length`` on ``side``."""
+    extra = length - x.shape[1]
+    if extra <= 0:
+        return x
+    pad = x.new_zeros(x.shape[0], extra, *x.shape[2:])
+    return torch.cat([x, pad] if side == "right" else [pad, x], dim=1)
 
 
 @torch.inference_mode()
 def _encode_flow_prompts(
-    pipe: Any, family: str, prompts: Sequence[str], device: torch.device, batch_size: int, max_len: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, L, D) token and (K, P) pooled embeddings through the pipeline's own ``encode_prompt``
-    (every text encoder it has: CLIP-L/G and T5 for SD3, CLIP-L and T5 for Flux)."""
-    extra = {} if max_len is None else {"max_sequence_length": int(max_len)}
-    tokens, pooled = [], []
-    for lo in range(0, len(prompts), batch_size):
-        chunk = list(prompts[lo : lo + batch_size])
-        if family == "sd3":
-            out = pipe.encode_prompt(
-                prompt=chunk,
-                prompt_2=None,
-                prompt_3=None,
-                device=device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=False,
-                **extra,
-            )
-            tokens.append(out[0])
-            pooled.append(out[2])
-        else:
-            out = pipe.encode_prompt(
-                prompt=chunk, prompt_2=None, device=device, num_images_per_prompt=1, **extra
-            )
-            tokens.append(out[0])
-            pooled.append(out[1])
-    return torch.cat(tokens), torch.cat(pooled)
+    pipe: Any,
+    family: str,
+    prompts: Sequence[str],
+    device: torch.device,
+    batch_size: int,
+    max_len: int | None,
+    encode_kwargs: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(K, L, D) token embeddings, (K, P) pooled embeddings (or None) and a (K, L) text mask (or
+    None: no padding to mask) through the pipeline's own ``encode_prompt`` (every text encoder it
+    has), by the family's :data:`PROMPT_ENCODINGS` row. Batches that come back at different lengths
+    are zero-padded to the longest, with the padding masked out."""
+    how = PROMPT_ENCODINGS[family]
+    extra = {**how.kwargs, **(encode_kwargs or {})}
+    if max_len is not None:
+        extra["max_sequence_length"] = int(max_len)
+    step = len(prompts) if how.one_call else batch_size
+    tokens, pooled, masks = [], [], []
+    # the dtype of the pipeline's own mask: an integer one is kept, a float one follows the model
+    mask_dtype = None
+    for lo in range(0, len(prompts), step):
+        chunk = list(prompts[lo : lo + step])
+        out = pipe.encode_prompt(prompt=chunk, device=device, num_images_per_prompt=1, **extra)
+        tok = out[how.tokens]
+        tokens.append(tok)
+        if how.pooled is not None:
+            pooled.append(out[how.pooled])
+        mask = out[how.mask] if how.mask is not None else None
+        if mask is not None and mask_dtype is None:
+            mask_dtype = mask.dtype
+        masks.append(
+            torch.ones(tok.shape[:2], device=tok.device) if mask is None else mask.to(tok.device).float()
+        )
+    length = max(t.shape[1] for t in tokens)
+    emb = torch.cat([_pad_to(t, length, how.pad) for t in tokens])
+    mask = torch.cat([_pad_to(m, length, how.pad) for m in masks])
+    if bool(mask.all()):
+        mask = None  # as QwenImagePipeline drops an all-ones mask
+    elif how.mask is None:
+        raise ValueError(
+            f"{family}: prompt batches came back at different lengths and the pipeline passes no text "
+            "mask; encode the prompts in one batch (a larger batch_size)"
+        )
+    if mask is not None and mask_dtype is not None and not mask_dtype.is_floating_point:
+        mask = mask.to(mask_dtype)
+    return emb, (torch.cat(pooled) if pooled else None), mask
 
 
 def _flow_bundle_from_pipeline(
@@ -133,24 +227,33 @@ def _flow_bundle_from_pipeline(
     guidance: float,
     max_sequence_length: int | None,
     sample_size: int | None,
+    encode_kwargs: dict[str, Any] | None = None,
 ) -> DiffusionBundle:
-    from ..models.flow import make_flow_bundle
+    from ..models.flow import FLOW_CALLS, make_flow_bundle
 
     denoiser = pipe.transformer
     param = next(denoiser.parameters())
-    emb, pooled = _encode_flow_prompts(pipe, family, prompts, param.device, batch_size, max_sequence_length)
+    emb, pooled, mask = _encode_flow_prompts(
+        pipe, family, prompts, param.device, batch_size, max_sequence_length, encode_kwargs
+    )
     cfg = denoiser.config
-    size = int(sample_size or getattr(pipe, "default_sample_size", 0) or 128)
-    channels = int(cfg.in_channels) // 4 if family == "flux" else int(cfg.in_channels)
+    size = sample_size or getattr(pipe, "default_sample_size", None)
+    sample_shape = None
+    if size:
+        channels = int(cfg.in_channels) // 4 if FLOW_CALLS[family].packed else int(cfg.in_channels)
+        sample_shape = (channels, int(size), int(size))
     sched = getattr(pipe, "scheduler", None)
+    vae = getattr(pipe, "vae", None)
     return make_flow_bundle(
         denoiser,
         emb.to(param.dtype),
-        pooled.to(param.dtype),
+        None if pooled is None else pooled.to(param.dtype),
+        text_mask=mask if mask is None or not mask.is_floating_point() else mask.to(param.dtype),
         scheduler_config=dict(getattr(sched, "config", {}) or {}),
         shift=shift,
-        sample_shape=(channels, size, size),
+        sample_shape=sample_shape,
         guidance=guidance,
+        pixel_scale=_vae_scale(vae) if vae is not None else int(getattr(pipe, "vae_scale_factor", 8) or 8),
         class_names=list(class_names) if class_names is not None else list(prompts),
         name=name or type(pipe).__name__,
         extras={"prompts": list(prompts)},
@@ -168,6 +271,7 @@ def bundle_from_pipeline(
     guidance: float = 1.0,
     max_sequence_length: int | None = None,
     sample_size: int | None = None,
+    encode_kwargs: dict[str, Any] | None = None,
 ) -> DiffusionBundle:
     """A :class:`DiffusionBundle` for a diffusers pipeline.
 
@@ -175,16 +279,22 @@ def bundle_from_pipeline(
       prompt is encoded once; class ``k``'s conditioning is the cached embedding of ``prompts[k]``
       as ``encoder_hidden_states``.
     - Class-conditional (``transformer`` with ``num_embeds_ada_norm``, e.g. DiT): ``class_labels``.
-    - Flow-matching (``StableDiffusion3Pipeline``, ``FluxPipeline``): a
+    - Flow-matching (a transformer in :data:`bigain.models.flow.FLOW_CALLS`:
+      ``StableDiffusion3Pipeline``, ``FluxPipeline``, ``ChromaPipeline``, ``QwenImagePipeline``,
+      ``AuraFlowPipeline``, ``CogView4Pipeline``, ``SanaPipeline``): a
       :class:`bigain.models.flow.FlowBundle`; each prompt goes once through the pipeline's
-      ``encode_prompt`` (token and pooled embeddings per class, ``max_sequence_length`` as given or
-      the pipeline's default); σ_t = the scheduler's shift of t / T (``shift`` overrides it, False =
-      none); ``guidance`` is passed to guidance-embedded Flux models; ``sample_size`` is the latent
-      side (default the pipeline's ``default_sample_size``: 128, i.e. 1024 px). Memory: one
-      (L, D) embedding per class stays on the device (Flux: 512 x 4096 values by default).
+      ``encode_prompt`` as :data:`PROMPT_ENCODINGS` says (token embeddings per class, the pooled
+      ones and the text mask where the family has them; ``max_sequence_length`` as given or the
+      pipeline's default; ``encode_kwargs`` go to ``encode_prompt`` too, e.g. SANA's
+      ``complex_human_instruction``, which its ``__call__`` adds but ``encode_prompt`` does not);
+      σ_t = the scheduler's shift of t / T (``shift`` overrides it, False = none); ``guidance`` is
+      passed to guidance-embedded models; ``sample_size`` is the latent side (default the pipeline's
+      ``default_sample_size``, else the transformer's ``sample_size``). Memory: one (L, D)
+      embedding per class stays on the device (Flux: 512 x 4096 values by default).
 
-    ``x0`` comes from the VAE: ``vae.encode(x).latent_dist.mean × scaling_factor``
-    (``bundle.extras["encode"]``, input images of ``bundle.extras["image_size"]`` in [-1, 1]).
+    ``x0`` comes from the VAE: ``vae.encode(x).latent_dist.mean × scaling_factor`` (Qwen-Image's and
+    SANA's VAEs: see ``_vae_encoder``) (``bundle.extras["encode"]``, input images of
+    ``bundle.extras["image_size"]`` in [-1, 1]).
     ᾱ_t comes from ``pipe.scheduler.alphas_cumprod``.
     """
     denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
@@ -212,6 +322,7 @@ def bundle_from_pipeline(
             guidance,
             max_sequence_length,
             sample_size,
+            encode_kwargs,
         )
         vae = getattr(pipe, "vae", None)
         if vae is not None:

@@ -1,4 +1,5 @@
-"""Flow-matching (rectified-flow) denoisers as bundles: SD3 / SD3.5 and Flux transformers.
+"""Flow-matching (rectified-flow) denoisers as bundles: SD3 / SD3.5, Flux, Chroma, Qwen-Image,
+AuraFlow, CogView4 and SANA transformers.
 
 These models are trained on the straight path between data and noise, as diffusers'
 ``FlowMatchEulerDiscreteScheduler`` writes it:
@@ -10,29 +11,46 @@ predicted and the target velocity (:mod:`bigain.classify.engine`), on the same t
 ε-prediction models: timestep ``t`` (0 … T-1 on the 0-1000 scale, T = ``num_train_timesteps``)
 means ``σ = shift(t / T)``, where ``shift`` is the scheduler's own timestep shift:
 
-- static (SD3: ``shift = 3.0``): ``σ' = shift σ / (1 + (shift - 1) σ)``, the formula the scheduler
-  applies to its training sigmas;
-- dynamic (Flux: ``use_dynamic_shifting``): ``σ' = e^μ / (e^μ + (1/σ - 1))`` (``"linear"``
-  time-shift type: ``μ / (μ + (1/σ - 1))``), with ``μ`` interpolated from the number of packed image
-  tokens between ``base_shift`` at ``base_image_seq_len`` and ``max_shift`` at ``max_image_seq_len``,
-  as FluxPipeline computes it for sampling;
+- static (SD3, AuraFlow: ``shift``; SANA's ``DPMSolverMultistepScheduler``: ``flow_shift`` with
+  ``use_flow_sigmas``): ``σ' = shift σ / (1 + (shift - 1) σ)``, the formula the scheduler applies
+  to its training sigmas;
+- dynamic (Flux, Chroma, Qwen-Image, CogView4: ``use_dynamic_shifting``):
+  ``σ' = e^μ / (e^μ + (1/σ - 1))`` (``"linear"`` time-shift type, CogView4's:
+  ``μ / (μ + (1/σ - 1))``), with ``μ`` from the number of image tokens as the family's pipeline
+  computes it for sampling: linear between ``base_shift`` at ``base_image_seq_len`` and
+  ``max_shift`` at ``max_image_seq_len`` (FluxPipeline's rule, copied by Chroma and Qwen-Image), or
+  CogView4's ``sqrt(n / base_image_seq_len) · max_shift + base_shift``;
 - ``shift=1.0`` (or ``shift=False`` in :func:`make_flow_bundle`) keeps ``σ = t / T``.
 
 Schedule extras that only reshape the inference sigmas (``shift_terminal``, Karras, exponential
 or beta sigmas) do not apply to a grid of training timesteps and are ignored.
 
-How the denoiser is called (``predict``):
+How the denoiser is called (``predict``) is a table, :data:`FLOW_CALLS`, one :class:`FlowCall` per
+transformer family, read from what each diffusers pipeline passes when it samples:
 
-- SD3 (``SD3Transformer2DModel``): ``timestep = 1000 σ`` (the pipeline passes the scheduler's
-  ``σ · num_train_timesteps``), ``encoder_hidden_states`` and ``pooled_projections`` per class.
-- Flux (``FluxTransformer2DModel``): ``timestep = σ`` (the model multiplies by 1000 itself), the
-  latent packed into 2x2 patches (FluxPipeline's packing), ``img_ids`` (row, column of each packed
-  token), ``txt_ids`` (zeros), and ``guidance`` when the model was trained with a guidance
-  embedding (FLUX.1-dev). The default guidance is 1.0: guidance distillation imitates
-  ``uncond + g (cond - uncond)``, so ``g = 1`` asks for the conditional prediction the classifier
-  compares; sampling uses ~3.5.
+==========  ========  ==================  ==============================================================
+family      latent    timestep            extra arguments
+==========  ========  ==================  ==============================================================
+sd3         (C,H,W)   1000 σ              ``pooled_projections``
+flux        packed    σ                   ``pooled_projections``, ``img_ids``, ``txt_ids``, ``guidance``
+chroma      packed    σ                   ``img_ids``, ``txt_ids``, ``attention_mask`` over [text; image]
+qwenimage   packed    σ                   ``img_shapes``, ``encoder_hidden_states_mask``, ``guidance``
+auraflow    (C,H,W)   σ                   none (the pipeline zeroes padded text in the embeddings)
+cogview4    (C,H,W)   1000 t / T          ``original_size`` = ``target_size`` (pixels), ``crop_coords`` 0
+sana        (C,H,W)   1000 σ · config     ``encoder_attention_mask``
+==========  ========  ==================  ==============================================================
 
-The error is computed on the unpacked latent, so both backbones share the engine's code.
+"packed" is FluxPipeline's packing of 2x2 latent patches into tokens (Qwen-Image's pipeline packs
+the same way). CogView4's pipeline passes the *unshifted* timestep (the scheduler shifts only its
+sigmas when it is given timesteps), so its timestep is ``t`` while the noise level is the shifted
+``σ``. SANA multiplies by ``config.timestep_scale`` (1.0 on SANA 1.x). ``guidance`` goes to models
+trained with a guidance embedding (FLUX.1-dev; Qwen-Image's ``guidance_embeds``). The default is
+1.0: guidance distillation imitates ``uncond + g (cond - uncond)``, so ``g = 1`` asks for the
+conditional prediction the classifier compares; sampling uses ~3.5. Text masks are per class
+(``text_mask`` of :func:`make_flow_bundle`); Chroma's is extended with ones over the image tokens,
+as ChromaPipeline's ``_prepare_attention_mask`` does.
+
+The error is computed on the unpacked latent, so every family shares the engine's code.
 """
 
 from __future__ import annotations
@@ -47,8 +65,12 @@ import torch
 from .bundle import DiffusionBundle
 
 __all__ = [
+    "FLOW_CALLS",
     "FlowBundle",
+    "FlowCall",
     "calculate_shift",
+    "cogview4_shift",
+    "flow_call",
     "flow_sigmas",
     "latent_image_ids",
     "make_flow_bundle",
@@ -71,6 +93,13 @@ def calculate_shift(
     """μ of the dynamic (resolution-dependent) shift: linear in the number of image tokens."""
     m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
     return float(image_seq_len * m + base_shift - m * base_seq_len)
+
+
+def cogview4_shift(
+    image_seq_len: int, base_seq_len: int = 256, base_shift: float = 0.25, max_shift: float = 0.75
+) -> float:
+    """μ of CogView4Pipeline's dynamic shift: ``sqrt(n / base_seq_len) · max_shift + base_shift``."""
+    return float((image_seq_len / base_seq_len) ** 0.5 * max_shift + base_shift)
 
 
 def flow_sigmas(
@@ -107,16 +136,26 @@ def flow_sigmas(
 
 
 def sigmas_from_scheduler_config(
-    config: Mapping[str, Any] | None, image_seq_len: int | None = None, shift: float | None = None
+    config: Mapping[str, Any] | None,
+    image_seq_len: int | None = None,
+    shift: float | None = None,
+    mu_rule: str = "flux",
 ) -> torch.Tensor:
-    """The σ table for a ``FlowMatchEulerDiscreteScheduler`` config.
+    """The σ table for a ``FlowMatchEulerDiscreteScheduler`` config (or a ``DPMSolverMultistepScheduler``
+    one with ``use_flow_sigmas``, SANA's: static ``flow_shift``).
 
     ``shift`` overrides the config (1.0 = no shift). With ``use_dynamic_shifting`` (and no
-    override) μ comes from ``image_seq_len``, the number of packed image tokens.
+    override) μ comes from ``image_seq_len``, the number of image tokens, by ``mu_rule``: ``"flux"``
+    (:func:`calculate_shift`) or ``"cogview4"`` (:func:`cogview4_shift`).
     """
     cfg = dict(config or {})
     if cfg.get("invert_sigmas"):
         raise ValueError("invert_sigmas=True schedules (noise at σ = 0) are not supported by the classifier")
+    prediction = cfg.get("prediction_type")
+    if prediction is not None and prediction != "flow_prediction":
+        raise ValueError(
+            f"prediction_type={prediction!r}: a flow-matching bundle needs a flow schedule (flow_prediction)"
+        )
     T = int(cfg.get("num_train_timesteps", 1000))
     if shift is not None:
         return flow_sigmas(T, shift)
@@ -125,14 +164,30 @@ def sigmas_from_scheduler_config(
             raise ValueError(
                 "a dynamically shifted schedule needs the number of image tokens (image_seq_len)"
             )
-        mu = calculate_shift(
-            int(image_seq_len),
-            int(cfg.get("base_image_seq_len", 256) or 256),
-            int(cfg.get("max_image_seq_len", 4096) or 4096),
-            float(cfg.get("base_shift", 0.5) if cfg.get("base_shift") is not None else 0.5),
-            float(cfg.get("max_shift", 1.15) if cfg.get("max_shift") is not None else 1.15),
-        )
+
+        def get(key: str, default: float) -> float:
+            return float(default if cfg.get(key) is None else cfg[key])
+
+        if mu_rule == "flux":
+            mu = calculate_shift(
+                int(image_seq_len),
+                int(get("base_image_seq_len", 256)),
+                int(get("max_image_seq_len", 4096)),
+                get("base_shift", 0.5),
+                get("max_shift", 1.15),
+            )
+        elif mu_rule == "cogview4":
+            mu = cogview4_shift(
+                int(image_seq_len),
+                int(get("base_image_seq_len", 256)),
+                get("base_shift", 0.25),
+                get("max_shift", 0.75),
+            )
+        else:
+            raise ValueError(f"mu_rule={mu_rule!r}: allowed are 'flux', 'cogview4'")
         return flow_sigmas(T, mu=mu, time_shift_type=str(cfg.get("time_shift_type", "exponential")))
+    if cfg.get("use_flow_sigmas"):
+        return flow_sigmas(T, float(cfg.get("flow_shift") or 1.0))
     return flow_sigmas(T, float(cfg.get("shift", 1.0)))
 
 
@@ -166,6 +221,85 @@ def latent_image_ids(
 
 
 # --------------------------------------------------------------------------------------------
+# how each family is called
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlowCall:
+    """How a flow-matching transformer family is called, as its diffusers pipeline calls it.
+
+    The values of one row of the table in this module's docstring; ``predict`` reads them.
+    """
+
+    kind: str
+    classes: tuple[str, ...]  # diffusers transformer class names (matched along the MRO)
+    packed: bool = False  # 2x2 latent patches packed into tokens (FluxPipeline's packing)
+    timestep_scale: float = 1000.0  # timestep = σ · scale
+    config_timestep_scale: bool = False  # also times ``config.timestep_scale`` (SANA)
+    unshifted_timestep: bool = False  # timestep = (t / T) · scale, not σ · scale (CogView4)
+    pooled: bool = False  # ``pooled_projections`` per class (SD3, Flux)
+    ids: bool = False  # ``img_ids`` (0, row, column) and ``txt_ids`` (zeros) (Flux, Chroma)
+    img_shapes: bool = False  # ``img_shapes=[[(1, rows, cols)]] * B`` (Qwen-Image)
+    size_conditions: bool = False  # ``original_size`` / ``target_size`` in pixels, ``crop_coords`` 0
+    mask: str | None = None  # the keyword the per-class text mask goes to
+    mask_joint: bool = False  # the mask covers [text; image]: ones appended for the image (Chroma)
+    guidance: bool = False  # ``guidance`` when ``config.guidance_embeds`` is set
+    mu_rule: str = "flux"  # dynamic shift μ from the token count: "flux" or "cogview4"
+
+
+FLOW_CALLS: dict[str, FlowCall] = {
+    c.kind: c
+    for c in (
+        FlowCall("sd3", ("SD3Transformer2DModel",), pooled=True),
+        FlowCall(
+            "flux",
+            ("FluxTransformer2DModel",),
+            packed=True,
+            timestep_scale=1.0,
+            pooled=True,
+            ids=True,
+            guidance=True,
+        ),
+        FlowCall(
+            "chroma",
+            ("ChromaTransformer2DModel",),
+            packed=True,
+            timestep_scale=1.0,
+            ids=True,
+            mask="attention_mask",
+            mask_joint=True,
+        ),
+        FlowCall(
+            "qwenimage",
+            ("QwenImageTransformer2DModel",),
+            packed=True,
+            timestep_scale=1.0,
+            img_shapes=True,
+            mask="encoder_hidden_states_mask",
+            guidance=True,
+        ),
+        FlowCall("auraflow", ("AuraFlowTransformer2DModel",), timestep_scale=1.0),
+        FlowCall(
+            "cogview4",
+            ("CogView4Transformer2DModel",),
+            unshifted_timestep=True,
+            size_conditions=True,
+            mask="attention_mask",
+            mu_rule="cogview4",
+        ),
+        FlowCall(
+            "sana", ("SanaTransformer2DModel",), config_timestep_scale=True, mask="encoder_attention_mask"
+        ),
+    )
+}
+
+
+def flow_call(denoiser: torch.nn.Module) -> FlowCall | None:
+    """The :class:`FlowCall` of a transformer (by class name along its MRO), or None."""
+    names = {c.__name__ for c in type(denoiser).__mro__}
+    return next((c for c in FLOW_CALLS.values() if names.intersection(c.classes)), None)
+
+
+# --------------------------------------------------------------------------------------------
 # the bundle
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -174,13 +308,17 @@ class FlowBundle(DiffusionBundle):
 
     ``alphas_cumprod`` is None; ``sigmas[t]`` is the noise level of timestep index ``t``.
     ``predict`` returns the velocity, ``predict_eps`` the ε it implies (``x_t + (1 - σ) v``), so
-    code written for ε-prediction (method checks, warm-ups) runs unchanged.
+    code written for ε-prediction (method checks, warm-ups) runs unchanged. ``call`` is the family's
+    :class:`FlowCall`; without one the bundle is called like Flux when ``packed`` (``img_ids`` /
+    ``txt_ids``), else like SD3 (conditioning only).
     """
 
     sigmas: torch.Tensor | None = None  # (T,) float64
     timestep_scale: float = 1000.0  # the denoiser's timestep is σ · timestep_scale
-    packed: bool = False  # Flux: 2x2 patches packed into tokens, with img_ids / txt_ids
-    guidance: float | None = None  # passed as `guidance` (guidance-embedded Flux) when not None
+    packed: bool = False  # 2x2 patches packed into tokens
+    guidance: float | None = None  # passed as `guidance` (guidance-embedded models) when not None
+    call: FlowCall | None = None  # the family's extra arguments
+    pixel_scale: int = 8  # pixels per latent cell (CogView4's size conditions)
 
     def __post_init__(self) -> None:
         if self.sigmas is None:
@@ -192,23 +330,27 @@ class FlowBundle(DiffusionBundle):
             )
         if not bool(((self.sigmas >= 0) & (self.sigmas <= 1)).all()):
             raise ValueError("sigmas must lie in [0, 1]")
+        if self.call is None:
+            self.call = FLOW_CALLS["flux"] if self.packed else FLOW_CALLS["sd3"]
         self.prediction_type = "flow"
         self._ids: dict[tuple, torch.Tensor] = {}
         self._sigmas_on: dict[str, torch.Tensor] = {}
 
-    def image_ids(self, rows: int, cols: int, device: Any, dtype: torch.dtype) -> torch.Tensor:
-        """Flux's ``img_ids`` for a rows x cols token grid, made once per (grid, device, dtype).
-
-        Kept alive and made outside inference mode: bigain's Flux adapter caches the grid per ids
-        tensor and reads its version counter, which inference tensors do not have.
-        """
-        key = (rows, cols, str(device), dtype)
-        ids = self._ids.get(key)
-        if ids is None:
+    def _made_once(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A small tensor made once per key and kept (outside inference mode: bigain's adapters
+        cache per tensor and read version counters, which inference tensors do not have)."""
+        out = self._ids.get(key)
+        if out is None:
             with torch.inference_mode(False), torch.no_grad():
-                ids = latent_image_ids(rows, cols, device, dtype)
-            self._ids[key] = ids
-        return ids
+                out = make()
+            self._ids[key] = out
+        return out
+
+    def image_ids(self, rows: int, cols: int, device: Any, dtype: torch.dtype) -> torch.Tensor:
+        """Flux's ``img_ids`` for a rows x cols token grid, made once per (grid, device, dtype)."""
+        return self._made_once(
+            ("ids", rows, cols, str(device), dtype), lambda: latent_image_ids(rows, cols, device, dtype)
+        )
 
     @property
     def num_train_timesteps(self) -> int:
@@ -224,23 +366,54 @@ class FlowBundle(DiffusionBundle):
             self._sigmas_on[str(t.device)] = table
         return table[t.long()]
 
+    def forward_kwargs(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        """Every argument of the denoiser call for ``x_t`` (B, C, H, W), as the family's pipeline
+        passes them (see :data:`FLOW_CALLS`)."""
+        call = self.call
+        device, dtype = x_t.device, x_t.dtype
+        B, _, H, W = x_t.shape
+        kwargs = dict(self.conditioning(labels))
+        if call.unshifted_timestep:
+            level = torch.as_tensor(t).to(device).float() / float(self.num_train_timesteps)
+        else:
+            level = self.sigma_at(t).to(device)
+        kwargs["timestep"] = level * float(self.timestep_scale)
+        kwargs["hidden_states"] = pack_latents(x_t) if self.packed else x_t
+        rows, cols = (H // 2, W // 2) if self.packed else (H, W)
+        text = kwargs.get("encoder_hidden_states")
+        if call.ids:
+            kwargs.setdefault("img_ids", self.image_ids(rows, cols, device, dtype))
+            if "txt_ids" not in kwargs and text is not None:
+                L = text.shape[1]
+                kwargs["txt_ids"] = self._made_once(
+                    ("txt", L, str(device), dtype), lambda: torch.zeros(L, 3, device=device, dtype=dtype)
+                )
+        if call.img_shapes:
+            kwargs.setdefault("img_shapes", [[(1, rows, cols)]] * B)
+        if call.size_conditions:
+            size = self._made_once(
+                ("size", H, W, str(device), dtype),
+                lambda: torch.tensor(
+                    [[H * self.pixel_scale, W * self.pixel_scale]], dtype=dtype, device=device
+                ),
+            )
+            kwargs.setdefault("original_size", size.expand(B, 2))
+            kwargs.setdefault("target_size", size.expand(B, 2))
+            kwargs.setdefault("crop_coords", torch.zeros_like(size).expand(B, 2))
+        mask = kwargs.get(call.mask) if call.mask else None
+        if mask is not None and call.mask_joint and text is not None and mask.shape[1] == text.shape[1]:
+            n_image = rows * cols  # ChromaPipeline._prepare_attention_mask: the image tokens are kept
+            kwargs[call.mask] = torch.cat(
+                [mask, torch.ones(B, n_image, device=mask.device, dtype=torch.bool)], dim=1
+            )
+        if self.guidance is not None:
+            kwargs.setdefault("guidance", torch.full((B,), float(self.guidance), device=device))
+        return kwargs
+
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The predicted velocity (B, C, H, W) at timestep indices ``t`` for classes ``labels``."""
-        sigma = self.sigma_at(t).to(x_t.device)
-        kwargs = dict(self.conditioning(labels))
         B, _, H, W = x_t.shape
-        hidden = x_t
-        if self.packed:
-            hidden = pack_latents(x_t)
-            kwargs.setdefault("img_ids", self.image_ids(H // 2, W // 2, x_t.device, x_t.dtype))
-            text = kwargs.get("encoder_hidden_states")
-            if "txt_ids" not in kwargs and text is not None:
-                kwargs["txt_ids"] = torch.zeros(text.shape[1], 3, device=x_t.device, dtype=x_t.dtype)
-            if self.guidance is not None:
-                kwargs.setdefault("guidance", torch.full((B,), float(self.guidance), device=x_t.device))
-        out = self.denoiser(
-            hidden_states=hidden, timestep=sigma * float(self.timestep_scale), return_dict=False, **kwargs
-        )[0]
+        out = self.denoiser(return_dict=False, **self.forward_kwargs(x_t, t, labels))[0]
         if self.packed:
             out = unpack_latents(out, H, W)
         if self.learned_sigma:
@@ -254,85 +427,113 @@ class FlowBundle(DiffusionBundle):
         return x_t.to(v.dtype) + one_minus.to(v.dtype) * v
 
 
-def _family(denoiser: torch.nn.Module) -> str:
-    names = {c.__name__ for c in type(denoiser).__mro__}
-    if "FluxTransformer2DModel" in names:
-        return "flux"
-    if "SD3Transformer2DModel" in names:
-        return "sd3"
-    raise TypeError(
-        f"{type(denoiser).__name__}: flow-matching classification supports SD3Transformer2DModel and "
-        "FluxTransformer2DModel"
-    )
+def _family(denoiser: torch.nn.Module) -> FlowCall:
+    call = flow_call(denoiser)
+    if call is None:
+        supported = ", ".join(c for f in FLOW_CALLS.values() for c in f.classes)
+        raise TypeError(f"{type(denoiser).__name__}: flow-matching classification supports {supported}")
+    return call
 
 
 def make_flow_bundle(
     denoiser: torch.nn.Module,
     prompt_embeds: torch.Tensor,
-    pooled_embeds: torch.Tensor,
+    pooled_embeds: torch.Tensor | None = None,
     *,
+    text_mask: torch.Tensor | None = None,
     scheduler_config: Mapping[str, Any] | None = None,
     shift: float | bool | None = None,
     sample_shape: tuple[int, int, int] | None = None,
     guidance: float = 1.0,
+    pixel_scale: int = 8,
     class_names: list[str] | None = None,
     name: str | None = None,
     extras: dict[str, Any] | None = None,
     conditioning: Callable[[torch.Tensor], dict[str, Any]] | None = None,
 ) -> FlowBundle:
-    """A :class:`FlowBundle` for an SD3 or Flux transformer with one conditioning per class.
+    """A :class:`FlowBundle` for a flow-matching transformer (:data:`FLOW_CALLS`) with one
+    conditioning per class.
 
     Args:
         prompt_embeds: (K, L, D) text tokens of each class (``encoder_hidden_states``).
-        pooled_embeds: (K, P) pooled text embedding of each class (``pooled_projections``).
-        scheduler_config: the ``FlowMatchEulerDiscreteScheduler`` config (T, shift, dynamic shift).
+        pooled_embeds: (K, P) pooled text embedding of each class (``pooled_projections``); SD3 and
+            Flux need it, the other families take none.
+        text_mask: (K, L) mask of the valid text tokens (1 = kept), passed under the family's mask
+            keyword (Chroma, Qwen-Image, CogView4, SANA); None = no mask.
+        scheduler_config: the scheduler's config (T, shift, dynamic shift).
         shift: None = the config's shift; a number overrides it; False (or 1.0) = no shift.
-        sample_shape: (C, H, W) of the latent; default from the model config (SD3: ``in_channels`` x
-            ``sample_size``²; Flux: ``in_channels / 4`` x 128², FluxPipeline's 1024 px default).
-        guidance: the ``guidance`` value for guidance-embedded Flux models (ignored otherwise).
+        sample_shape: (C, H, W) of the latent; default from the model config (packed families:
+            ``in_channels / 4`` x 128², the pipelines' 1024 px default; the others ``in_channels`` x
+            ``sample_size``²).
+        guidance: the ``guidance`` value for guidance-embedded models (ignored otherwise).
+        pixel_scale: pixels per latent cell (the VAE's downsampling; CogView4's size conditions).
     """
-    family = _family(denoiser)
+    call = _family(denoiser)
+    family = call.kind
     cfg = denoiser.config
-    if (
-        prompt_embeds.dim() != 3
-        or pooled_embeds.dim() != 2
-        or prompt_embeds.shape[0] != pooled_embeds.shape[0]
-    ):
-        raise ValueError(
-            f"expected prompt_embeds (K, L, D) and pooled_embeds (K, P) for the same K classes, got "
-            f"{tuple(prompt_embeds.shape)} and {tuple(pooled_embeds.shape)}"
-        )
-    num_classes = int(prompt_embeds.shape[0])
+    if prompt_embeds.dim() != 3:
+        raise ValueError(f"expected prompt_embeds (K, L, D), got {tuple(prompt_embeds.shape)}")
+    num_classes, text_len = int(prompt_embeds.shape[0]), int(prompt_embeds.shape[1])
+    if call.pooled:
+        if pooled_embeds is None or pooled_embeds.dim() != 2 or pooled_embeds.shape[0] != num_classes:
+            raise ValueError(
+                f"{family}: expected prompt_embeds (K, L, D) and pooled_embeds (K, P) for the same K classes, "
+                f"got {tuple(prompt_embeds.shape)} and "
+                f"{None if pooled_embeds is None else tuple(pooled_embeds.shape)}"
+            )
+    elif pooled_embeds is not None:
+        raise ValueError(f"{family} takes no pooled text embedding (pooled_embeds must be None)")
+    if text_mask is not None:
+        if call.mask is None:
+            raise ValueError(
+                f"{family} takes no text mask: its pipeline zeroes the padded text in the embeddings instead"
+            )
+        if tuple(text_mask.shape) != (num_classes, text_len):
+            raise ValueError(
+                f"text_mask must be (K, L) = {(num_classes, text_len)}, got {tuple(text_mask.shape)}"
+            )
     if sample_shape is None:
-        if family == "sd3":
+        if call.packed:
+            sample_shape = (int(cfg.in_channels) // 4, 128, 128)
+        else:
             size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
             sample_shape = (int(cfg.in_channels), int(size), int(size))
-        else:
-            sample_shape = (int(cfg.in_channels) // 4, 128, 128)
     sample_shape = tuple(int(s) for s in sample_shape)
     C, H, W = sample_shape
-    if family == "flux":
+    if call.packed:
         if H % 2 or W % 2 or 4 * C != int(cfg.in_channels):
             raise ValueError(
-                f"sample_shape={sample_shape}: Flux packs 2x2 patches of an even-sized latent with "
+                f"sample_shape={sample_shape}: {family} packs 2x2 patches of an even-sized latent with "
                 f"{int(cfg.in_channels) // 4} channels"
             )
         seq_len = (H // 2) * (W // 2)
     else:
         p = int(cfg.patch_size)
+        if H % p or W % p:
+            raise ValueError(f"sample_shape={sample_shape}: the latent must divide into patches of {p}")
         seq_len = (H // p) * (W // p)
     if shift is False:
         shift = 1.0
-    sigmas = sigmas_from_scheduler_config(scheduler_config, seq_len, None if shift is None else float(shift))
-    emb, pooled = prompt_embeds, pooled_embeds
+    sigmas = sigmas_from_scheduler_config(
+        scheduler_config, seq_len, None if shift is None else float(shift), mu_rule=call.mu_rule
+    )
+    emb, pooled, mask = prompt_embeds, pooled_embeds, text_mask
     if conditioning is None:
 
         def conditioning(labels: torch.Tensor) -> dict[str, Any]:
             idx = labels.to(emb.device)
-            return {"encoder_hidden_states": emb[idx], "pooled_projections": pooled[idx]}
+            out = {"encoder_hidden_states": emb[idx]}
+            if pooled is not None:
+                out["pooled_projections"] = pooled[idx]
+            if mask is not None:
+                out[call.mask] = mask[idx.to(mask.device)]
+            return out
 
     out_ch = int(getattr(cfg, "out_channels", None) or cfg.in_channels)
-    use_guidance = family == "flux" and bool(getattr(cfg, "guidance_embeds", False))
+    use_guidance = call.guidance and bool(getattr(cfg, "guidance_embeds", False))
+    scale = float(call.timestep_scale)
+    if call.config_timestep_scale:
+        scale *= float(getattr(cfg, "timestep_scale", 1.0) or 1.0)
     return FlowBundle(
         name=name or f"{family}-flow",
         denoiser=denoiser,
@@ -349,6 +550,7 @@ def make_flow_bundle(
             **(extras or {}),
             "prompt_embeddings": emb,
             "pooled_embeddings": pooled,
+            "text_mask": mask,
             # what a run folder should record besides the model name: these change every error
             "schedule": {
                 "prediction_type": "flow",
@@ -361,7 +563,9 @@ def make_flow_bundle(
             },
         },
         sigmas=sigmas,
-        timestep_scale=1.0 if family == "flux" else 1000.0,
-        packed=family == "flux",
+        timestep_scale=scale,
+        packed=call.packed,
         guidance=float(guidance) if use_guidance else None,
+        call=call,
+        pixel_scale=int(pixel_scale),
     )
