@@ -37,8 +37,10 @@ META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
-UNPATCHED_COPIES = {"chroma": 1}
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"]
+# Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
+# lengths (`encoder_attention_mask.sum(dim=1).tolist()`) on every forward.
+UNPATCHED_COPIES = {"chroma": 1, "lumina2": 4}
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "lumina2"]
 
 
 def _move(v, device):
@@ -103,6 +105,12 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_chroma().to(device)
         kw = _move(chroma_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "lumina2":
+        from tiny_models import lumina2_inputs, make_tiny_lumina2
+
+        m = make_tiny_lumina2().to(device)
+        kw = _move(lumina2_inputs(2), device)
+        return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
@@ -119,7 +127,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "lumina2"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

@@ -18,6 +18,7 @@ from .families import SPECS
 from .flux import FluxBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
+from .lumina2 import Lumina2Backbone
 from .qwen_image import QwenImageBackbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
@@ -37,6 +38,7 @@ BACKBONES: list[Backbone] = [
     CogView4Backbone(),
     QwenImageBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
+    Lumina2Backbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
