@@ -38,8 +38,10 @@ META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
-UNPATCHED_COPIES = {"chroma": 1}
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2"]
+# Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
+# lengths (`encoder_attention_mask.sum(dim=1).tolist()`) on every forward.
+UNPATCHED_COPIES = {"chroma": 1, "lumina2": 4}
 
 
 def _move(v, device):
@@ -109,6 +111,11 @@ def _case(name: str, device: torch.device = META):
 
         m = make_tiny_hunyuan_dit().to(device)
         kw = _move(hunyuan_dit_inputs(2), device)  # the pipeline makes its tables on the device
+    if name == "lumina2":
+        from tiny_models import lumina2_inputs, make_tiny_lumina2
+
+        m = make_tiny_lumina2().to(device)
+        kw = _move(lumina2_inputs(2), device)
         return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
@@ -132,7 +139,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

@@ -515,3 +515,53 @@ def hunyuan_dit_inputs(batch: int = 2, size=(12, 20), t=(700, 30), tables: bool 
 
 
 tiny("HunyuanDiT2DModel", "hunyuan-dit", make_tiny_hunyuan_dit, lambda: ((), hunyuan_dit_inputs(2)))  # a 6x10 grid
+def make_tiny_lumina2(layers: int = 3, refiner_layers: int = 2, kv_heads: int = 1) -> nn.Module:
+    """A Lumina-Image 2.0 denoiser in miniature: 2 query heads of 16 channels over one key/value head
+    (grouped-query attention, as the 2B's 24 over 8), rotary axes 4 + 6 + 6, context- and
+    noise-refiner blocks then the main blocks, patch 2 on 4 latent channels."""
+    from diffusers import Lumina2Transformer2DModel
+
+    torch.manual_seed(0)
+    return Lumina2Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        hidden_size=32,
+        num_layers=layers,
+        num_refiner_layers=refiner_layers,
+        num_attention_heads=2,
+        num_kv_heads=kv_heads,
+        multiple_of=16,
+        axes_dim_rope=(4, 6, 6),
+        axes_lens=(32, 16, 16),
+        cap_feat_dim=24,
+    ).eval()
+
+
+def lumina2_inputs(
+    batch: int = 2, h: int = 6, w: int = 10, lengths=(5, 5), text: int = 6, t=(0.3, 0.8), seed: int = 1
+) -> dict:
+    """One forward's inputs as Lumina2Pipeline passes them: a (B, 4, 2h, 2w) latent, the timestep
+    reversed to 1 - t / 1000 (0 is noise), captions right-padded to `text` tokens with a (B, text)
+    mask whose row i keeps `lengths[i]` tokens. Equal lengths: the image starts at one offset in
+    every row of the joint sequence; unequal: the model pads the shorter rows after their image."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(batch, text, dtype=torch.long)
+    for i in range(batch):
+        mask[i, : lengths[i % len(lengths)]] = 1
+    return dict(
+        hidden_states=torch.randn(batch, 4, 2 * h, 2 * w, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_hidden_states=torch.randn(batch, text, 24, generator=g),
+        encoder_attention_mask=mask,
+        return_dict=False,
+    )
+
+
+tiny("Lumina2Transformer2DModel", "lumina2", make_tiny_lumina2, lambda: ((), lumina2_inputs(2)))  # a 6x10 grid
+tiny(
+    "Lumina2Transformer2DModel",
+    "lumina2-mixed-captions",
+    make_tiny_lumina2,
+    lambda: ((), lumina2_inputs(2, lengths=(6, 3))),
+)

@@ -20,6 +20,7 @@ from .flux2 import Flux2Backbone
 from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
+from .lumina2 import Lumina2Backbone
 from .qwen_image import QwenImageBackbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
@@ -41,6 +42,7 @@ BACKBONES: list[Backbone] = [
     *(SpecBackbone(spec) for spec in SPECS),
     Flux2Backbone(),
     HunyuanDiTBackbone(),
+    Lumina2Backbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 

@@ -153,6 +153,15 @@ class Backbone:
         """Rotate a q/k norm output `x` of `attn` with (S, D) or per-sample (B, S, D) rows."""
         return ops.rope_pairs(x, cos, sin)
 
+    def install_around(self, patch: Any, hooks: Any, after: bool) -> None:
+        """The adapter's own hooks around the method's on one patched block, for a layout the generic
+        hooks cannot read as the model passes it (Lumina2: a per-sample caption length in front of
+        the image). Called just before the method's hooks are registered (`after` False: pre
+        functions added now run before the method's) and just after (`after` True: pre functions
+        run after the method's, post functions last). `patch` is the block's hook object (its
+        `block`; `patch.state.current()` is the forward's record, whose `cache` is dropped with
+        the forward); `hooks` the patch's `HookSet`. Nothing by default."""
+
     def refusal(self, method: str, mechanism: str) -> str | None:
         """Why this family refuses a method (by its name or its mechanism), or None."""
         return self.refuses.get(method) or self.refuses.get(mechanism)

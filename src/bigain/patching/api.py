@@ -222,7 +222,9 @@ def _patch(info: ModelInfo, cfg: MethodConfig, selected: list[tuple[Block, int]]
         state.last_block = max(b.index for b, _ in selected)
     for block, param in selected:
         patch = hook_class(state, block, param)
+        info.backbone.install_around(patch, state.hooks, after=False)
         patch.install(state.hooks)
+        info.backbone.install_around(patch, state.hooks, after=True)
         state.patches.append(patch)
     state.hooks.post(den, state.denoiser_post, wrap=True)
     state.hooks.install()

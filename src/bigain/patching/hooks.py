@@ -62,6 +62,16 @@ def _with_arg(args: tuple, kwargs: dict, position: int | None, name: str, value:
 apply_rope = ops.rope_pairs  # Flux's convention (the default `Backbone.rope`)
 
 
+def _rows(table: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Rows `pos` of a rotary table of (S, D) rows shared by the batch or (B, S, D) rows per sample
+    (Lumina2): `pos` (N',) the same for every sample, or (B, N') per sample."""
+    if pos.dim() == 1:
+        return table[..., pos, :]
+    if table.dim() == 2:
+        return table[pos]
+    return torch.gather(table, 1, pos[..., None].expand(-1, -1, table.shape[-1]))
+
+
 def _plan_positions(plan: Any) -> torch.Tensor:
     """Original token index of every token of the reduced sequence: (B, N')."""
     keep = getattr(plan, "keep_idx", None)
@@ -234,9 +244,9 @@ class _BlockHooks:
         hooks.post(attn, self._rope_clear)
 
     def _split_rope(self, tables: Any) -> tuple:
-        cos, sin = self.state.backbone.rope_rows(tables)
-        n_text = cos.shape[0] - self.state.current().grid.tokens
-        return (cos[:n_text], sin[:n_text]), cos[n_text:], sin[n_text:]
+        cos, sin = self.state.backbone.rope_rows(tables)  # (S, D) or per sample (B, S, D)
+        n_text = cos.shape[-2] - self.state.current().grid.tokens
+        return (cos[..., :n_text, :], sin[..., :n_text, :]), cos[..., n_text:, :], sin[..., n_text:, :]
 
     def _take_rope(self, args: tuple, kwargs: dict, q_pos: torch.Tensor | None, k_rows: Any) -> tuple[tuple, dict]:
         """Remove the rotary tables from the attention call; keep the rows the new tokens need
@@ -252,7 +262,7 @@ class _BlockHooks:
         if self.block.text_suffix:
             enc = _arg(args, kwargs, 1, "encoder_hidden_states")
             self._t_suffix = 0 if enc is None else enc.shape[1]
-        q_rows = (img_cos, img_sin) if q_pos is None else (img_cos[q_pos], img_sin[q_pos])
+        q_rows = (img_cos, img_sin) if q_pos is None else (_rows(img_cos, q_pos), _rows(img_sin, q_pos))
         k = q_rows if k_rows == "q" else k_rows(img_cos, img_sin)
         self._rope = (q_rows, k, text)
         return _with_arg(args, kwargs, position, self.rope_kwarg, None)
@@ -526,7 +536,7 @@ class KVHooks(_BlockHooks):
             if table is cos and factor == self.param:
                 return rows
         pos = self.cfg.kv_positions(grid, self.param, cos.device)
-        rows = (cos[pos], sin[pos])
+        rows = (_rows(cos, pos), _rows(sin, pos))
         seen.append((cos, self.param, rows))
         return rows
 
