@@ -19,6 +19,7 @@ from .flux import FluxBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
 from .qwen_image import QwenImageBackbone
+from .qwen_image21 import QwenImage21Backbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
@@ -36,6 +37,7 @@ BACKBONES: list[Backbone] = [
     CogVideoXBackbone(),
     CogView4Backbone(),
     QwenImageBackbone(),
+    QwenImage21Backbone(),
     *(SpecBackbone(spec) for spec in SPECS),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
