@@ -31,14 +31,21 @@ from conftest import (
     unet_inputs,
     wan_inputs,
 )
-from tiny_models import chroma_inputs, make_tiny_chroma, make_tiny_qwen_image, qwen_image_inputs
+from tiny_models import (
+    chroma_inputs,
+    make_tiny_chroma,
+    make_tiny_qwen_image,
+    make_tiny_qwen_image21,
+    qwen_image21_inputs,
+    qwen_image_inputs,
+)
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 UNPATCHED_COPIES = {"chroma": 1}
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "qwen-image-2.1"]
 
 
 def _move(v, device):
@@ -103,12 +110,42 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_chroma().to(device)
         kw = _move(chroma_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "qwen-image-2.1":
+        return _qwen_image21_case(device)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
         return m, lambda: m(**kw)
     m = make_tiny_flux().to(device)
     kw = _move(flux_inputs(2), device)
+    return m, lambda: m(**kw)
+
+
+def _qwen_image21_case(device: torch.device):
+    """Qwen-Image 2.1 on `device`. diffusers' forward lays the joint sequence out on the host (a
+    repeat_interleave by the image-slot mask, `.tolist()` of it, `int()` of a sum: reads that the meta
+    device cannot serve at all), so here the model's forward is its block loop over the joint sequence,
+    with the pieces the model makes on the host (the joint input, modulation, rotary table, prefix
+    segments) captured once from a CPU forward beforehand. What runs and is counted: bigain's read of
+    the forward's arguments, the blocks and bigain's hooks on them."""
+    m = make_tiny_qwen_image21(layers=2)
+    kw = qwen_image21_inputs(2, cond=(2, 4))
+    seen: dict = {}
+    h = m.transformer_blocks[0].register_forward_pre_hook(lambda mod, a, k: seen.update(k), with_kwargs=True)
+    with torch.no_grad():
+        m(**kw)
+    h.remove()
+    m.to(device)
+    kw, block_kw = _move(kw, device), _move(seen, device)
+    joint = block_kw.pop("hidden_states")
+
+    def block_loop(hidden_states, encoder_hidden_states, timestep, img_shapes, img_mask, **_):
+        x = joint
+        for block in m.transformer_blocks:
+            x = block(hidden_states=x, **block_kw)
+        return (m.proj_out(x),)
+
+    m.forward = block_loop
     return m, lambda: m(**kw)
 
 
@@ -119,7 +156,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "qwen-image-2.1"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":
