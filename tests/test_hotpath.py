@@ -32,13 +32,20 @@ from conftest import (
     unet_inputs,
     wan_inputs,
 )
-from tiny_models import chroma_inputs, make_tiny_chroma, make_tiny_qwen_image, qwen_image_inputs
+from tiny_models import (
+    chroma_inputs,
+    make_tiny_chroma,
+    make_tiny_qwen_image,
+    make_tiny_qwen_image21,
+    qwen_image21_inputs,
+    qwen_image_inputs,
+)
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2"]
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
 # lengths (`encoder_attention_mask.sum(dim=1).tolist()`) on every forward.
 UNPATCHED_COPIES = {"chroma": 1, "lumina2": 4}
@@ -117,6 +124,8 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_lumina2().to(device)
         kw = _move(lumina2_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "qwen-image-2.1":
+        return _qwen_image21_case(device)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
@@ -132,6 +141,34 @@ def _case(name: str, device: torch.device = META):
     return m, lambda: m(**kw)
 
 
+def _qwen_image21_case(device: torch.device):
+    """Qwen-Image 2.1 on `device`. diffusers' forward lays the joint sequence out on the host (a
+    repeat_interleave by the image-slot mask, `.tolist()` of it, `int()` of a sum: reads that the meta
+    device cannot serve at all), so here the model's forward is its block loop over the joint sequence,
+    with the pieces the model makes on the host (the joint input, modulation, rotary table, prefix
+    segments) captured once from a CPU forward beforehand. What runs and is counted: bigain's read of
+    the forward's arguments, the blocks and bigain's hooks on them."""
+    m = make_tiny_qwen_image21(layers=2)
+    kw = qwen_image21_inputs(2, cond=(2, 4))
+    seen: dict = {}
+    h = m.transformer_blocks[0].register_forward_pre_hook(lambda mod, a, k: seen.update(k), with_kwargs=True)
+    with torch.no_grad():
+        m(**kw)
+    h.remove()
+    m.to(device)
+    kw, block_kw = _move(kw, device), _move(seen, device)
+    joint = block_kw.pop("hidden_states")
+
+    def block_loop(hidden_states, encoder_hidden_states, timestep, img_shapes, img_mask, **_):
+        x = joint
+        for block in m.transformer_blocks:
+            x = block(hidden_states=x, **block_kw)
+        return (m.proj_out(x),)
+
+    m.forward = block_loop
+    return m, lambda: m(**kw)
+
+
 def _steady_traffic(call):
     with torch.no_grad():
         count_traffic(call)  # warm-up: per-device caches (stencil, positions, hash terms)
@@ -139,7 +176,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

@@ -140,3 +140,47 @@ def test_edit_calls_and_kv_with_a_padding_mask_are_refused_with_a_message(qwen):
         bigain.remove(qwen)
         assert torch.isfinite(out).all() and not torch.equal(out, base)
     assert torch.equal(run_kw(qwen, masked), base)
+
+
+def test_the_rotary_rows_are_joined_once_per_forward_with_the_same_output(qwen, monkeypatch):
+    # The [text; image] join of the two complex tables and its real/imaginary split are made once per
+    # forward (the hooks' per-forward record), and the downsampled keys' rows gathered once, not per block.
+    from bigain.methods import ToDoConfig
+    from bigain.patching import hooks
+
+    kw = qwen_image_inputs(2)
+    calls = {"rows": 0, "positions": 0}
+    rope_rows, kv_positions = QwenImageBackbone.rope_rows, ToDoConfig.kv_positions
+
+    def counted_rows(self, tables):
+        calls["rows"] += 1
+        return rope_rows(self, tables)
+
+    def counted_positions(self, grid, factor, device):
+        calls["positions"] += 1
+        return kv_positions(self, grid, factor, device)
+
+    monkeypatch.setattr(QwenImageBackbone, "rope_rows", counted_rows)
+    monkeypatch.setattr(ToDoConfig, "kv_positions", counted_positions)
+    outs = {}
+    for method in ("tome", "todo"):
+        bigain.apply(qwen, method, blocks="all")
+        calls.update(rows=0, positions=0)
+        outs[method] = run_kw(qwen, kw)
+        assert calls["rows"] == 1 and calls["positions"] == (1 if method == "todo" else 0)
+        bigain.remove(qwen)
+
+    # bit-identical to joining the tables again in every block (the code before the per-forward cache)
+    def split_per_block(self, tables):
+        cos, sin = self.state.backbone.rope_rows(tables)
+        n_text = cos.shape[0] - self.state.current().grid.tokens
+        return (cos[:n_text], sin[:n_text]), cos[n_text:], sin[n_text:]
+
+    monkeypatch.setattr(hooks._BlockHooks, "_split_rope", split_per_block)
+    for method in ("tome", "todo"):
+        bigain.apply(qwen, method, blocks="all")
+        calls.update(rows=0, positions=0)
+        assert torch.equal(run_kw(qwen, kw), outs[method])
+        assert calls["rows"] == len(qwen.transformer_blocks)
+        assert calls["positions"] == (len(qwen.transformer_blocks) if method == "todo" else 0)
+        bigain.remove(qwen)

@@ -565,3 +565,64 @@ tiny(
     make_tiny_lumina2,
     lambda: ((), lumina2_inputs(2, lengths=(6, 3))),
 )
+
+
+def make_tiny_qwen_image21(layers: int = 4) -> nn.Module:
+    """A Qwen-Image 2.1 denoiser in miniature: 2 heads of 16 channels (rotary axes 4 + 6 + 6), unpatched
+    8-channel latents, 12-channel prompt embeddings."""
+    from diffusers import QwenImage21Transformer2DModel
+
+    torch.manual_seed(0)
+    return QwenImage21Transformer2DModel(
+        patch_size=1,
+        in_channels=8,
+        out_channels=8,
+        num_layers=layers,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        context_in_dim=12,
+        mlp_ratio=2,
+        axes_dims_rope=(4, 6, 6),
+    ).eval()
+
+
+def qwen_image21_inputs(
+    batch: int = 2,
+    h: int = 6,
+    w: int = 10,
+    text: int = 7,
+    sigma=(0.7, 0.3),
+    cond: tuple[int, int] | None = None,
+    mask: bool = False,
+    seed: int = 3,
+) -> dict:
+    """One forward's inputs as QwenImage21Pipeline passes them: t / 1000, the prompt's embeddings and
+    its `img_mask` (one slot per 2x2 latent tokens) with the target's slots appended, the latents
+    (condition images first, the target last) and `img_shapes`. `cond`: a (rows, columns) condition
+    image whose slots sit at prompt positions 2 on; `mask`: a padded prompt (row 0's last two tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    c = cond[0] * cond[1] if cond else 0
+    vlm = text + c // 4  # the prompt's sequence: text and the condition image's slots
+    img_mask = torch.zeros(batch, vlm + h * w // 4, dtype=torch.bool)
+    img_mask[:, 2 : 2 + c // 4] = True
+    img_mask[:, vlm:] = True
+    kw = dict(
+        hidden_states=torch.randn(batch, c + h * w, 8, generator=g),
+        encoder_hidden_states=torch.randn(batch, vlm, 12, generator=g),
+        timestep=torch.tensor(sigma[:batch]),
+        img_shapes=[[*([(1, *cond)] if cond else []), (1, h, w)]] * batch,
+        img_mask=img_mask,
+    )
+    if mask:
+        m = torch.ones(batch, vlm, dtype=torch.bool)
+        m[0, -2:] = False
+        kw["encoder_hidden_states_mask"] = m
+    return kw
+
+
+tiny(
+    "QwenImage21Transformer2DModel",
+    "qwen-image-2.1",
+    make_tiny_qwen_image21,
+    lambda: ((), qwen_image21_inputs(2, cond=(2, 4))),  # a 6x10 target after a 2x4 condition image
+)

@@ -22,6 +22,7 @@ from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
 from .lumina2 import Lumina2Backbone
 from .qwen_image import QwenImageBackbone
+from .qwen_image21 import QwenImage21Backbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
@@ -39,6 +40,7 @@ BACKBONES: list[Backbone] = [
     CogVideoXBackbone(),
     CogView4Backbone(),
     QwenImageBackbone(),
+    QwenImage21Backbone(),
     *(SpecBackbone(spec) for spec in SPECS),
     Flux2Backbone(),
     HunyuanDiTBackbone(),

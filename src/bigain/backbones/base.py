@@ -140,8 +140,10 @@ class Backbone:
     # "keys": a (B, 1, 1, keys) key mask over [image; text] (HunyuanVideo); when a method shortens
     # the image keys, the hooks drop that many entries from the front. "pairs": a (B, 1, queries,
     # keys) mask over [text; image] (Chroma); the hooks drop image keys (and, when the queries are
-    # shortened too, image queries) from the end. None: no mask is adjusted.
-    mask_kwarg: ClassVar[str | None] = None
+    # shortened too, image queries) from the end. "tail": a key mask without query rows, (B, keys) or
+    # (B, 1, 1, keys), the image keys last (Qwen-Image 2.1); the hooks drop image keys from the end.
+    # A tuple of keywords names several such masks of one call, each cut alike. None: no mask is adjusted.
+    mask_kwarg: ClassVar[str | tuple[str, ...] | None] = None
     mask_position: ClassVar[int | None] = None
     mask_layout: ClassVar[str] = "keys"
 

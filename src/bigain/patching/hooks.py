@@ -244,9 +244,21 @@ class _BlockHooks:
         hooks.post(attn, self._rope_clear)
 
     def _split_rope(self, tables: Any) -> tuple:
-        cos, sin = self.state.backbone.rope_rows(tables)  # (S, D) or per sample (B, S, D)
-        n_text = cos.shape[-2] - self.state.current().grid.tokens
-        return (cos[..., :n_text, :], sin[..., :n_text, :]), cos[..., n_text:, :], sin[..., n_text:, :]
+        """(text rows, image cos, image sin) of an attention call's tables, rows on dim -2 ((S, D), or
+        (B, S, D) per sample). The model passes one table object to every block of a forward, so the
+        split (the adapter's `rope_rows`: a join or a complex table's real and imaginary parts on
+        Qwen-Image) is made once per forward, and every block gets the same row tensors (which
+        `_key_rows` recognises by identity)."""
+        fwd = self.state.current()
+        seen = fwd.cache.setdefault("rope-rows", [])
+        for src, split in seen:
+            if src is tables:
+                return split
+        cos, sin = self.state.backbone.rope_rows(tables)
+        n_text = cos.shape[-2] - fwd.grid.tokens
+        split = (cos[..., :n_text, :], sin[..., :n_text, :]), cos[..., n_text:, :], sin[..., n_text:, :]
+        seen.append((tables, split))  # holds `tables`, so its identity cannot be reused in this forward
+        return split
 
     def _take_rope(self, args: tuple, kwargs: dict, q_pos: torch.Tensor | None, k_rows: Any) -> tuple[tuple, dict]:
         """Remove the rotary tables from the attention call; keep the rows the new tokens need
@@ -312,9 +324,32 @@ class _BlockHooks:
         bb = self.state.backbone
         if bb.mask_kwarg is None or cut == 0:
             return args, kwargs
-        mask = _arg(args, kwargs, bb.mask_position, bb.mask_kwarg)
+        if not isinstance(bb.mask_kwarg, str):  # several masks, by keyword (Qwen-Image 2.1), each cut alike
+            for name in bb.mask_kwarg:
+                args, kwargs = self._shorten_one_mask(args, kwargs, None, name, hidden, cut, queries)
+            return args, kwargs
+        return self._shorten_one_mask(args, kwargs, bb.mask_position, bb.mask_kwarg, hidden, cut, queries)
+
+    def _shorten_one_mask(
+        self, args: tuple, kwargs: dict, position: int | None, name: str, hidden: int, cut: int, queries: bool
+    ) -> tuple[tuple, dict]:
+        bb = self.state.backbone
+        mask = _arg(args, kwargs, position, name)
         if mask is None:
             return args, kwargs
+        if bb.mask_layout == "tail":  # (B, keys) or (B, 1, 1, keys), the image keys last
+            if not isinstance(mask, torch.Tensor):
+                raise ValueError(
+                    f"bigain: {self.cfg.name} changes the image keys of {self.block.name}, but its {name} is a "
+                    f"{type(mask).__name__}, not a tensor bigain can cut (a flex-attention block mask is made for the "
+                    "model's own sequence); use the model's default attention processor"
+                )
+            if mask.dim() not in (2, 4) or (mask.dim() == 4 and mask.shape[-2] != 1) or mask.shape[-1] < hidden:
+                raise ValueError(
+                    f"bigain: {self.cfg.name} changes the image keys of {self.block.name}, but its {name} "
+                    f"{tuple(mask.shape)} is not the (B, keys) or (B, 1, 1, keys) key mask, image keys last, bigain can cut"
+                )
+            return _with_arg(args, kwargs, position, name, mask[..., : mask.shape[-1] - cut])
         enc = _arg(args, kwargs, 1, "encoder_hidden_states")
         keys = hidden + (0 if enc is None else enc.shape[1])
         if bb.mask_layout == "pairs":  # (B, 1, 1 or queries, keys) over [text; image]: the image last
@@ -324,13 +359,13 @@ class _BlockHooks:
                     f"{tuple(mask.shape)} is not the (B, 1, {keys}, {keys}) mask over [text; image] bigain can cut"
                 )
             rows = keys - cut if queries and mask.shape[-2] != 1 else mask.shape[-2]
-            return _with_arg(args, kwargs, bb.mask_position, bb.mask_kwarg, mask[..., :rows, : keys - cut])
+            return _with_arg(args, kwargs, position, name, mask[..., :rows, : keys - cut])
         if mask.dim() != 4 or mask.shape[-2] != 1 or mask.shape[-1] != keys:
             raise ValueError(
                 f"bigain: {self.cfg.name} changes the image keys of {self.block.name}, but its attention mask "
                 f"{tuple(mask.shape)} is not the (B, 1, 1, {keys}) key mask over [image; text] bigain can cut"
             )
-        return _with_arg(args, kwargs, bb.mask_position, bb.mask_kwarg, mask[..., cut:])
+        return _with_arg(args, kwargs, position, name, mask[..., cut:])
 
     def _rope_clear(self, module: nn.Module, output: Any) -> None:
         self._rope = None
