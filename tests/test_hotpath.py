@@ -38,7 +38,7 @@ METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 UNPATCHED_COPIES = {"chroma": 1}
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "skyreels-v2", "wan-vace", "chronoedit"]
 
 
 def _move(v, device):
@@ -103,6 +103,17 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_chroma().to(device)
         kw = _move(chroma_inputs(2), device)
         return m, lambda: m(**kw)
+    if name in ("skyreels-v2", "wan-vace", "chronoedit"):
+        import tiny_models
+
+        make = {
+            "skyreels-v2": tiny_models.make_tiny_skyreels_v2,
+            "wan-vace": tiny_models.make_tiny_wan_vace,
+            "chronoedit": tiny_models.make_tiny_chronoedit,
+        }[name]
+        m = make(layers=3).to(device)
+        kw = _move(tiny_models.wan_vace_inputs(2) if name == "wan-vace" else wan_inputs(2, grid=(2, 4, 6)), device)
+        return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
@@ -119,7 +130,8 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma",
+                "skyreels-v2", "wan-vace", "chronoedit"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

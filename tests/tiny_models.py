@@ -414,3 +414,62 @@ def chroma_inputs(batch: int = 2, h: int = 6, w: int = 10, text: int = 5, sigma=
 
 
 tiny("ChromaTransformer2DModel", "chroma", make_tiny_chroma, lambda: ((), chroma_inputs(2)))  # a 6x10 grid
+
+
+def _make_wan_like(cls_name: str, layers: int, head_dim: int, i2v: bool, **extra) -> nn.Module:
+    """A denoiser of Wan's block in miniature (the Wan relatives): 2 heads, patch (1, 2, 2), 4 latent
+    channels, 16 text channels (the inputs of `conftest.wan_inputs`)."""
+    import diffusers
+
+    torch.manual_seed(0)
+    if i2v:
+        extra.update(image_dim=8, added_kv_proj_dim=2 * head_dim)
+    return getattr(diffusers, cls_name)(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=head_dim,
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        **extra,
+    ).eval()
+
+
+def make_tiny_skyreels_v2(layers: int = 4, i2v: bool = False, **extra) -> nn.Module:
+    """A SkyReels-V2 denoiser in miniature: 2 heads of 16 channels."""
+    return _make_wan_like("SkyReelsV2Transformer3DModel", layers, 16, i2v, **extra)
+
+
+def make_tiny_wan_vace(layers: int = 4, vace_layers=(0, 2)) -> nn.Module:
+    """A Wan VACE denoiser in miniature: 2 heads of 16 channels, control blocks beside main blocks
+    `vace_layers`, 6 control latent channels."""
+    return _make_wan_like("WanVACETransformer3DModel", layers, 16, False, vace_layers=list(vace_layers), vace_in_channels=6)
+
+
+def make_tiny_chronoedit(layers: int = 4, i2v: bool = False) -> nn.Module:
+    """A ChronoEdit denoiser in miniature: 2 heads of 12 channels (its rotary tables split the head
+    dimension two ways that agree only when it is a multiple of 6), temporal skip 8."""
+    return _make_wan_like("ChronoEditTransformer3DModel", layers, 12, i2v)
+
+
+def wan_vace_inputs(batch: int = 2, grid=(2, 4, 6), control_frames: int | None = None, seed: int = 1, **kw) -> dict:
+    """`wan_inputs` plus VACE's control latents (6 channels; `control_frames` fewer frames than the
+    video: the model pads the control tokens with zeros) and a scale per control block."""
+    from conftest import wan_inputs
+
+    out = wan_inputs(batch, grid=grid, seed=seed, **kw)
+    f, h, w = grid
+    g = torch.Generator().manual_seed(seed + 100)
+    out["control_hidden_states"] = torch.randn(batch, 6, control_frames or f, 2 * h, 2 * w, generator=g)
+    return out
+
+
+tiny("SkyReelsV2Transformer3DModel", "skyreels-v2", make_tiny_skyreels_v2, lambda: ((), wan_inputs(2, grid=(2, 4, 6))))
+tiny("WanVACETransformer3DModel", "wan-vace", make_tiny_wan_vace, lambda: ((), wan_vace_inputs(2)))
+tiny("ChronoEditTransformer3DModel", "chronoedit", make_tiny_chronoedit, lambda: ((), wan_inputs(2, grid=(2, 4, 6))))

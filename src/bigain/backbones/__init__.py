@@ -23,6 +23,7 @@ from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
 from .wan import WanBackbone
+from .wan_relatives import ChronoEditBackbone, SkyReelsV2Backbone, WanVACEBackbone
 
 BACKBONES: list[Backbone] = [
     UNetBackbone(),
@@ -37,6 +38,9 @@ BACKBONES: list[Backbone] = [
     CogView4Backbone(),
     QwenImageBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
+    SkyReelsV2Backbone(),
+    WanVACEBackbone(),
+    ChronoEditBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 

@@ -1,0 +1,182 @@
+"""Denoisers that are close relatives of a supported family, taken by that family's adapter with
+small overrides (`bigain/backbones/wan_relatives.py`, ...): what each relative does differently is
+tested here; what it shares with its relative is tested in the relative's own file.
+(tests/test_coverage.py runs every method at its defaults on each relative's tiny config.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_backbones import _PermuteConfig
+from test_wan import _PermutedKeys
+
+import bigain
+from bigain import ops
+from bigain.backbones import find_backbone
+from bigain.backbones.wan_relatives import ChronoEditBackbone, SkyReelsV2Backbone, WanVACEBackbone
+from conftest import run_kw, seen_forward, wan_inputs
+from tiny_models import make_tiny_chronoedit, make_tiny_skyreels_v2, make_tiny_wan_vace, wan_vace_inputs
+
+METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
+
+# -- Wan relatives -----------------------------------------------------------------------------
+WAN_LIKE = {
+    "skyreels-v2": (make_tiny_skyreels_v2, wan_inputs, SkyReelsV2Backbone),
+    "wan-vace": (make_tiny_wan_vace, wan_vace_inputs, WanVACEBackbone),
+    "chronoedit": (make_tiny_chronoedit, wan_inputs, ChronoEditBackbone),
+}
+
+
+@pytest.mark.parametrize("family", WAN_LIKE)
+def test_wan_relatives_grid_timesteps_and_default_placement(family):
+    make, inputs, adapter = WAN_LIKE[family]
+    model = make(layers=4)
+    assert type(find_backbone(model)) is adapter
+    report = bigain.apply(model, "tome")
+    assert [b.name for b in report.blocks] == ["blocks.1"]  # as Wan: floor(28 j / 4) in {1-5, 7-11}
+    fwd = seen_forward(model, inputs(2, grid=(3, 5, 7), t=(700, 30)))
+    assert fwd.grid == ops.Grid(3, 5, 7)
+    assert fwd.timesteps.tolist() == [700.0, 30.0]
+    bigain.remove(model)
+
+
+@pytest.mark.parametrize("family", WAN_LIKE)
+@pytest.mark.parametrize("grid", [(2, 3, 5), (1, 4, 6)])
+def test_wan_relatives_every_method_on_every_block_non_square_and_exact_removal(family, grid):
+    make, inputs, _ = WAN_LIKE[family]
+    model = make(layers=3)
+    kw = inputs(2, grid=grid)
+    base = run_kw(model, kw)
+    for method in METHODS:
+        bigain.apply(model, method, blocks="all")
+        out = run_kw(model, kw)
+        bigain.remove(model)
+        assert out.shape == base.shape and torch.isfinite(out).all()
+        assert not torch.equal(out, base), method
+    assert torch.equal(run_kw(model, kw), base)
+
+
+@pytest.mark.parametrize("family", WAN_LIKE)
+def test_wan_relatives_rotary_rows_follow_tokens_and_keys(family):
+    make, inputs, _ = WAN_LIKE[family]
+    model = make(layers=3)
+    # two latent frames: ChronoEdit's temporal rows are then positions 0 and 7, not 0 and 1
+    kw = inputs(2, grid=(2, 4, 6))
+    base = run_kw(model, kw)
+    for config in (_PermuteConfig(blocks="all", merge_crossattn=True, merge_mlp=True), _PermutedKeys(blocks="all")):
+        bigain.apply(model, config)
+        permuted = run_kw(model, kw)
+        bigain.remove(model)
+        torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+
+
+def test_chronoedit_two_frame_rotary_rows_are_not_wans():
+    # what makes the test above mean something for ChronoEdit: its tables are not Wan's positions
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+
+    model = make_tiny_chronoedit()
+    x = wan_inputs(1, grid=(2, 4, 6))["hidden_states"]
+    cos, _ = model.rope(x)
+    wan_cos, _ = WanRotaryPosEmbed(12, (1, 2, 2), 32)(x)
+    frame = 4 * 6
+    assert torch.equal(cos[:, :frame], wan_cos[:, :frame])
+    assert not torch.equal(cos[:, frame:], wan_cos[:, frame:])
+    three = wan_inputs(1, grid=(3, 4, 6))["hidden_states"]  # other frame counts: Wan's rows
+    assert torch.equal(model.rope(three)[0], WanRotaryPosEmbed(12, (1, 2, 2), 32)(three)[0])
+
+
+@pytest.mark.parametrize("family", ["skyreels-v2", "chronoedit"])
+def test_wan_relatives_i2v_image_context_is_left_alone(family):
+    make, inputs, _ = WAN_LIKE[family]
+    model = make(layers=2, i2v=True)
+    kw = inputs(2, i2v=True)
+    base = run_kw(model, kw)
+    for method in METHODS:
+        bigain.apply(model, method, blocks="all", **({"merge_crossattn": True} if method == "tome" else {}))
+        out = run_kw(model, kw)
+        bigain.remove(model)
+        assert torch.isfinite(out).all() and not torch.equal(out, base), method
+    assert torch.equal(run_kw(model, kw), base)
+
+
+def test_skyreels_block_causal_models_are_refused():
+    model = make_tiny_skyreels_v2(layers=2, num_frame_per_block=2)
+    for method in ("tome", "todo"):
+        with pytest.raises(ValueError, match="num_frame_per_block=2 passes a block-causal attention mask"):
+            bigain.apply(model, method)
+        assert not bigain.is_patched(model)
+
+
+def test_skyreels_diffusion_forcing_per_frame_timesteps_are_read_per_row():
+    model = make_tiny_skyreels_v2(layers=2)
+    kw = wan_inputs(2, grid=(3, 4, 6))
+    kw.update(timestep=torch.tensor([[0, 400, 800], [0, 0, 300]]), enable_diffusion_forcing=True)
+    base = run_kw(model, kw)
+    bigain.apply(model, "bigain-td", blocks="all", alpha_schedule=(0.8, 1.2))
+    assert seen_forward(model, kw).timesteps.tolist() == [800.0, 300.0]  # each row's noisiest frames
+    out = run_kw(model, kw)
+    bigain.remove(model)
+    assert torch.isfinite(out).all() and not torch.equal(out, base)
+    assert torch.equal(run_kw(model, kw), base)
+
+
+def _vace_branch_outputs(model, kw):
+    """What every VACE control block returns in one forward."""
+    seen, handles = [], []
+    for block in model.vace_blocks:
+        handles.append(block.register_forward_hook(lambda m, a, out: seen.append(out)))
+    try:
+        run_kw(model, kw)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_vace_control_blocks_run_whole_and_hints_meet_their_tokens(method):
+    model = make_tiny_wan_vace(layers=4, vace_layers=(0, 2))
+    kw = wan_vace_inputs(2, control_frames=1)  # the control tokens of frame 2 are the model's zero padding
+    base_branch = _vace_branch_outputs(model, kw)
+    report = bigain.apply(model, method, blocks="all")
+    assert [b.name for b in report.blocks] == [f"blocks.{i}" for i in range(4)]  # no vace_blocks
+    branch = _vace_branch_outputs(model, kw)
+    out = run_kw(model, kw)
+    off = run_kw(model, dict(kw, control_hidden_states_scale=torch.zeros(2)))
+    bigain.remove(model)
+    for (hint, ctrl), (base_hint, base_ctrl) in zip(branch, base_branch):
+        assert torch.equal(ctrl, base_ctrl) and (hint is None) == (base_hint is None)
+        assert hint is None or torch.equal(hint, base_hint)
+    assert torch.isfinite(out).all() and not torch.equal(out, off)  # the hints still reach the output
+
+
+def test_vace_hints_stay_aligned_when_the_main_blocks_reorder_tokens():
+    # Every main block (hinted ones included) sees its tokens permuted: if the block outputs were not
+    # back in place when the forward adds a hint, the output would change.
+    model = make_tiny_wan_vace(layers=4, vace_layers=(0, 2))
+    kw = wan_vace_inputs(2)
+    kw["control_hidden_states_scale"] = torch.tensor([1.5, 0.7])
+    base = run_kw(model, kw)
+    bigain.apply(model, _PermuteConfig(blocks="all", merge_crossattn=True, merge_mlp=True))
+    permuted = run_kw(model, kw)
+    bigain.remove(model)
+    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+
+
+def test_vace_with_zero_hints_compresses_as_wan_with_the_same_weights():
+    from diffusers import WanTransformer3DModel
+
+    vace = make_tiny_wan_vace(layers=3, vace_layers=(0,))
+    wan = WanTransformer3DModel(**{k: v for k, v in vace.config.items() if not k.startswith(("_", "vace"))}).eval()
+    missing, _ = wan.load_state_dict(vace.state_dict(), strict=False)
+    assert not missing
+    kw = wan_vace_inputs(2, grid=(2, 3, 5))
+    kw["control_hidden_states_scale"] = torch.zeros(1)
+    wan_kw = {k: v for k, v in kw.items() if not k.startswith("control")}
+    for method in METHODS:
+        bigain.apply(vace, method, blocks=(0, 2))
+        bigain.apply(wan, method, blocks=(0, 2))
+        ours, theirs = run_kw(vace, kw), run_kw(wan, wan_kw)
+        bigain.remove(vace)
+        bigain.remove(wan)
+        assert torch.equal(ours, theirs), method
