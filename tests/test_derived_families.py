@@ -13,9 +13,17 @@ from test_wan import _PermutedKeys
 import bigain
 from bigain import ops
 from bigain.backbones import find_backbone
+from bigain.backbones.flux_relatives import BriaBackbone, LongCatImageBackbone, OvisImageBackbone
 from bigain.backbones.wan_relatives import ChronoEditBackbone, SkyReelsV2Backbone, WanVACEBackbone
 from conftest import run_kw, seen_forward, wan_inputs
-from tiny_models import make_tiny_chronoedit, make_tiny_skyreels_v2, make_tiny_wan_vace, wan_vace_inputs
+from tiny_models import (
+    flux_like_inputs,
+    make_tiny_chronoedit,
+    make_tiny_flux_like,
+    make_tiny_skyreels_v2,
+    make_tiny_wan_vace,
+    wan_vace_inputs,
+)
 
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 
@@ -180,3 +188,96 @@ def test_vace_with_zero_hints_compresses_as_wan_with_the_same_weights():
         bigain.remove(vace)
         bigain.remove(wan)
         assert torch.equal(ours, theirs), method
+
+
+# -- Flux relatives ----------------------------------------------------------------------------
+FLUX_LIKE = {
+    "bria": ("BriaTransformer2DModel", BriaBackbone),
+    "longcat-image": ("LongCatImageTransformer2DModel", LongCatImageBackbone),
+    "ovis-image": ("OvisImageTransformer2DModel", OvisImageBackbone),
+}
+TEXT = 5
+
+
+@pytest.mark.parametrize("family", FLUX_LIKE)
+def test_flux_relatives_grid_timestep_scale_and_default_placement(family):
+    cls, adapter = FLUX_LIKE[family]
+    model = make_tiny_flux_like(cls, layers=2, single_layers=3)
+    assert type(find_backbone(model)) is adapter
+    report = bigain.apply(model, "tome")
+    assert [b.name for b in report.blocks] == ["transformer_blocks.1", "single_transformer_blocks.0"]
+    t = (700.0, 250.0) if family == "bria" else (0.7, 0.25)  # what each pipeline passes
+    fwd = seen_forward(model, flux_like_inputs(cls, 2, h=4, w=12, t=t))
+    assert fwd.grid == ops.Grid.image(4, 12)  # rows and columns from img_ids, not a square
+    assert fwd.timesteps.tolist() == pytest.approx([700.0, 250.0])
+    bigain.remove(model)
+
+
+@pytest.mark.parametrize("family", FLUX_LIKE)
+def test_flux_relatives_every_method_on_both_block_kinds_and_exact_removal(family):
+    cls, _ = FLUX_LIKE[family]
+    model = make_tiny_flux_like(cls)
+    kw = flux_like_inputs(cls, 2, h=5, w=8)
+    base = run_kw(model, kw)
+    for method in METHODS:
+        for blocks in ((0, 1), (2, 3)):  # double-stream, single-stream
+            bigain.apply(model, method, blocks=blocks)
+            out = run_kw(model, kw)
+            bigain.remove(model)
+            assert out.shape == base.shape and torch.isfinite(out).all()
+            assert not torch.equal(out, base), (method, blocks)
+    assert torch.equal(run_kw(model, kw), base)
+
+
+@pytest.mark.parametrize("family", FLUX_LIKE)
+def test_flux_relatives_rotary_rows_follow_tokens_and_keys(family):
+    cls, _ = FLUX_LIKE[family]
+    model = make_tiny_flux_like(cls)
+    # LongCat-Image's image ids start after its pipeline's 512 text positions
+    kw = flux_like_inputs(cls, 2, start=512 if family == "longcat-image" else None)
+    base = run_kw(model, kw)
+    for config in (_PermuteConfig(blocks="all", merge_mlp=True), _PermutedKeys(blocks="all")):
+        bigain.apply(model, config)
+        permuted = run_kw(model, kw)
+        bigain.remove(model)
+        torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FLUX_LIKE)
+@pytest.mark.parametrize("method", ["tome", "todo"])
+def test_flux_relatives_text_tokens_are_untouched(family, method):
+    cls, _ = FLUX_LIKE[family]
+    model = make_tiny_flux_like(cls)
+    kw = flux_like_inputs(cls, 2)
+    bigain.apply(model, method, blocks="all")
+    seen, handles = [], []
+    for block in model.transformer_blocks:  # the text reaches add_q_proj whole
+        handles.append(block.attn.register_forward_pre_hook(
+            lambda m, a, k: seen.append(("text", k["encoder_hidden_states"])), with_kwargs=True, prepend=True))
+        handles.append(block.attn.add_q_proj.register_forward_pre_hook(lambda m, a: seen.append(("proj", a[0]))))
+    for block in model.single_transformer_blocks:  # [text; image]: the text first and whole
+        handles.append(block.attn.register_forward_pre_hook(
+            lambda m, a, k: seen.append(("text", k["hidden_states"][:, :TEXT])), with_kwargs=True, prepend=True))
+        handles.append(block.attn.to_q.register_forward_pre_hook(lambda m, a: seen.append(("proj", a[0][:, :TEXT]))))
+    run_kw(model, kw)
+    for h in handles:
+        h.remove()
+    bigain.remove(model)
+    assert len(seen) == 8
+    for (kind, text), (kind2, projected) in zip(seen[::2], seen[1::2]):
+        assert (kind, kind2) == ("text", "proj") and torch.equal(text, projected)
+
+
+def test_longcat_image_grid_from_ids_after_the_text_and_edit_calls_refused():
+    cls = "LongCatImageTransformer2DModel"
+    model = make_tiny_flux_like(cls)
+    bigain.apply(model, "tome", blocks="all")
+    assert seen_forward(model, flux_like_inputs(cls, 2, h=3, w=7, start=512)).grid == ops.Grid.image(3, 7)
+    # LongCatImageEditPipeline: the latent's tokens, then a reference image's (modality 2) on the same grid
+    kw = flux_like_inputs(cls, 2, h=3, w=7, start=512)
+    ref = kw["img_ids"].clone()
+    ref[:, 0] = 2
+    kw.update(hidden_states=kw["hidden_states"].repeat(1, 2, 1), img_ids=torch.cat([kw["img_ids"], ref]))
+    with pytest.raises(ValueError, match="appends the tokens of a reference image"):
+        run_kw(model, kw)
+    bigain.remove(model)

@@ -38,7 +38,7 @@ METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 UNPATCHED_COPIES = {"chroma": 1}
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "skyreels-v2", "wan-vace", "chronoedit"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image"]
 
 
 def _move(v, device):
@@ -114,6 +114,13 @@ def _case(name: str, device: torch.device = META):
         m = make(layers=3).to(device)
         kw = _move(tiny_models.wan_vace_inputs(2) if name == "wan-vace" else wan_inputs(2, grid=(2, 4, 6)), device)
         return m, lambda: m(**kw)
+    if name in ("bria", "longcat-image", "ovis-image"):
+        from tiny_models import flux_like_inputs, make_tiny_flux_like
+
+        cls = {"bria": "Bria", "longcat-image": "LongCatImage", "ovis-image": "OvisImage"}[name] + "Transformer2DModel"
+        m = make_tiny_flux_like(cls).to(device)
+        kw = _move(flux_like_inputs(cls, 2), device)
+        return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
@@ -131,13 +138,15 @@ def _steady_traffic(call):
 
 def _apply(model, name: str, method: str, **options):
     if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma",
-                "skyreels-v2", "wan-vace", "chronoedit"):
+                "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":
         bigain.set_grid(model, (6, 8))
     if name == "chroma":
         bigain.set_grid(model, (6, 10))  # the meta device has no img_ids values to read
+    if name in ("bria", "longcat-image", "ovis-image"):
+        bigain.set_grid(model, (6, 10))
     return report
 
 

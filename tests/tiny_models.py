@@ -473,3 +473,61 @@ def wan_vace_inputs(batch: int = 2, grid=(2, 4, 6), control_frames: int | None =
 tiny("SkyReelsV2Transformer3DModel", "skyreels-v2", make_tiny_skyreels_v2, lambda: ((), wan_inputs(2, grid=(2, 4, 6))))
 tiny("WanVACETransformer3DModel", "wan-vace", make_tiny_wan_vace, lambda: ((), wan_vace_inputs(2)))
 tiny("ChronoEditTransformer3DModel", "chronoedit", make_tiny_chronoedit, lambda: ((), wan_inputs(2, grid=(2, 4, 6))))
+
+
+def make_tiny_flux_like(cls_name: str, layers: int = 2, single_layers: int = 2, **extra) -> nn.Module:
+    """A denoiser of Flux's blocks in miniature (the Flux relatives): 2 heads of 16 channels (rotary
+    axes 4 + 6 + 6), double- then single-stream blocks, 16 packed latent channels, 24 text channels."""
+    import diffusers
+
+    torch.manual_seed(0)
+    return getattr(diffusers, cls_name)(
+        patch_size=1,
+        in_channels=16,
+        num_layers=layers,
+        num_single_layers=single_layers,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=24,
+        axes_dims_rope=[4, 6, 6],
+        **extra,
+    ).eval()
+
+
+def flux_like_inputs(
+    cls_name: str, batch: int = 2, h: int = 6, w: int = 10, text: int = 5, seed: int = 1, t=None, start: int | None = None
+) -> dict:
+    """One forward's inputs as each relative's pipeline passes them: packed tokens on an h x w grid,
+    2-D ids, the timestep on the scale the pipeline uses (Bria: 0-1000; LongCat-Image, Ovis-Image:
+    t / 1000). LongCat-Image's ids: text (0, i, i), image (1, start + row, start + col) with `start` the
+    text length (its pipeline's 512); `start` is also taken by the others, where ids start at 0."""
+    g = torch.Generator().manual_seed(seed)
+    longcat = cls_name == "LongCatImageTransformer2DModel"
+    offset = (text if start is None else start) if longcat else (start or 0)
+    img_ids = torch.zeros(h, w, 3)
+    img_ids[..., 0] = 1.0 if longcat else 0.0
+    img_ids[..., 1] = torch.arange(h)[:, None] + offset
+    img_ids[..., 2] = torch.arange(w)[None, :] + offset
+    txt_ids = torch.zeros(text, 3)
+    if longcat:
+        txt_ids[:, 1] = txt_ids[:, 2] = torch.arange(text)
+    bria = cls_name == "BriaTransformer2DModel"
+    if t is None:
+        t = (700.0, 300.0) if bria else (0.7, 0.3)
+    return dict(
+        hidden_states=torch.randn(batch, h * w, 16, generator=g),
+        encoder_hidden_states=torch.randn(batch, text, 24, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        img_ids=img_ids.reshape(-1, 3),
+        txt_ids=txt_ids,
+        return_dict=False,
+    )
+
+
+def _flux_like(cls_name: str) -> tuple[Callable[[], nn.Module], Callable[[], Inputs]]:
+    return (lambda: make_tiny_flux_like(cls_name)), (lambda: ((), flux_like_inputs(cls_name, 2)))
+
+
+tiny("BriaTransformer2DModel", "bria", *_flux_like("BriaTransformer2DModel"))  # a 6x10 grid
+tiny("LongCatImageTransformer2DModel", "longcat-image", *_flux_like("LongCatImageTransformer2DModel"))
+tiny("OvisImageTransformer2DModel", "ovis-image", *_flux_like("OvisImageTransformer2DModel"))

@@ -16,6 +16,7 @@ from .cogview4 import CogView4Backbone
 from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
+from .flux_relatives import BriaBackbone, LongCatImageBackbone, OvisImageBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
 from .qwen_image import QwenImageBackbone
@@ -41,6 +42,9 @@ BACKBONES: list[Backbone] = [
     SkyReelsV2Backbone(),
     WanVACEBackbone(),
     ChronoEditBackbone(),
+    BriaBackbone(),
+    LongCatImageBackbone(),
+    OvisImageBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 

@@ -32,6 +32,7 @@ class FluxBackbone(Backbone):
     label = "Flux"  # the model's name in messages
     timestep_position = 3  # forward(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids)
     img_ids_position = 4
+    timestep_scale = 1000.0  # the pipeline passes sigma in [0, 1]
 
     def blocks(self, model: nn.Module) -> list[Block]:
         singles = list(model.single_transformer_blocks)
@@ -82,13 +83,17 @@ class FluxBackbone(Backbone):
         for cached, cached_version, grid in recent:
             if cached is img_ids and cached_version == version:
                 return grid
-        last = ids[-1].tolist()  # one host read per new ids tensor
-        grid = (int(last[1]) + 1, int(last[2]) + 1)
+        grid = self.ids_grid(ids)  # one host read per new ids tensor
         if grid[0] * grid[1] != num_tokens:
             raise ValueError(f"bigain: img_ids describe a {grid[0]}x{grid[1]} grid but there are {num_tokens} tokens")
         cache["ids"] = [(img_ids, version, grid)] + recent[:7]
         seen.setdefault(num_tokens, set()).add(grid)
         return grid
+
+    def ids_grid(self, ids: torch.Tensor) -> tuple[int, int]:
+        """(rows, columns) of the image from its (N, 3) ids, which count rows and columns from 0."""
+        last = ids[-1].tolist()
+        return int(last[1]) + 1, int(last[2]) + 1
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         x = args[0] if args else kwargs.get("hidden_states")
@@ -96,7 +101,7 @@ class FluxBackbone(Backbone):
             raise ValueError(f"bigain: the {self.label} transformer input must be packed (B, N, C) tokens")
         tp, ip = self.timestep_position, self.img_ids_position
         t = args[tp] if len(args) > tp else kwargs.get("timestep")
-        dev, host = as_timesteps(t, x.shape[0], x.device, scale=1000.0)
+        dev, host = as_timesteps(t, x.shape[0], x.device, scale=self.timestep_scale)
         img_ids = args[ip] if len(args) > ip else kwargs.get("img_ids")
         h, w = self._grid(img_ids, x.shape[1], cache)
         return ForwardInfo(ops.Grid.image(h, w), dev, host)
