@@ -13,12 +13,15 @@ from test_wan import _PermutedKeys
 import bigain
 from bigain import ops
 from bigain.backbones import find_backbone
+from bigain.backbones.cogvideox_relatives import ConsisIDBackbone
 from bigain.backbones.flux_relatives import BriaBackbone, LongCatImageBackbone, OvisImageBackbone
 from bigain.backbones.wan_relatives import ChronoEditBackbone, SkyReelsV2Backbone, WanVACEBackbone
 from conftest import run_kw, seen_forward, wan_inputs
 from tiny_models import (
+    consisid_inputs,
     flux_like_inputs,
     make_tiny_chronoedit,
+    make_tiny_consisid,
     make_tiny_flux_like,
     make_tiny_skyreels_v2,
     make_tiny_wan_vace,
@@ -281,3 +284,43 @@ def test_longcat_image_grid_from_ids_after_the_text_and_edit_calls_refused():
     with pytest.raises(ValueError, match="appends the tokens of a reference image"):
         run_kw(model, kw)
     bigain.remove(model)
+
+
+# -- CogVideoX relatives -----------------------------------------------------------------------
+def test_consisid_grid_without_a_temporal_patch_and_default_placement():
+    model = make_tiny_consisid(layers=4)
+    assert type(find_backbone(model)) is ConsisIDBackbone
+    report = bigain.apply(model, "tome")
+    assert [b.name for b in report.blocks] == ["transformer_blocks.1"]
+    fwd = seen_forward(model, consisid_inputs(2, frames=2, size=(4, 12), t=(700, 30)))
+    assert fwd.grid == ops.Grid(2, 2, 6)  # one token frame per latent frame, non-square
+    assert fwd.timesteps.tolist() == [700.0, 30.0]
+    bigain.remove(model)
+
+
+@pytest.mark.parametrize("face", [False, True])
+def test_consisid_every_method_on_every_block_and_exact_removal(face):
+    model = make_tiny_consisid(layers=2, face=face)
+    kw = consisid_inputs(2, size=(4, 8), face=face)
+    base = run_kw(model, kw)
+    for method in METHODS:
+        bigain.apply(model, method, blocks="all")
+        out = run_kw(model, kw)
+        bigain.remove(model)
+        assert out.shape == base.shape and torch.isfinite(out).all()
+        assert not torch.equal(out, base), method
+    assert torch.equal(run_kw(model, kw), base)
+
+
+@pytest.mark.parametrize("face", [False, True])
+def test_consisid_rotary_rows_and_face_residuals_follow_the_tokens(face):
+    # Tokens reordered in every block (and keys reordered): the rotary rows must follow them, and the
+    # face perceiver's residual, added after blocks 0 and 2, must meet the block outputs in place.
+    model = make_tiny_consisid(layers=4, face=face)
+    kw = consisid_inputs(2, face=face)
+    base = run_kw(model, kw)
+    for config in (_PermuteConfig(blocks="all"), _PermutedKeys(blocks="all")):
+        bigain.apply(model, config)
+        permuted = run_kw(model, kw)
+        bigain.remove(model)
+        torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)

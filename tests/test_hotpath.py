@@ -38,7 +38,7 @@ METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 UNPATCHED_COPIES = {"chroma": 1}
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid"]
 
 
 def _move(v, device):
@@ -121,6 +121,12 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_flux_like(cls).to(device)
         kw = _move(flux_like_inputs(cls, 2), device)
         return m, lambda: m(**kw)
+    if name == "consisid":
+        from tiny_models import consisid_inputs, make_tiny_consisid
+
+        m = make_tiny_consisid(layers=2, face=True).to(device)
+        kw = _move(consisid_inputs(2, face=True), device)
+        return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
@@ -138,7 +144,8 @@ def _steady_traffic(call):
 
 def _apply(model, name: str, method: str, **options):
     if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma",
-                "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image"):
+                "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image",
+                "consisid"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

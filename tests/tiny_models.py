@@ -531,3 +531,50 @@ def _flux_like(cls_name: str) -> tuple[Callable[[], nn.Module], Callable[[], Inp
 tiny("BriaTransformer2DModel", "bria", *_flux_like("BriaTransformer2DModel"))  # a 6x10 grid
 tiny("LongCatImageTransformer2DModel", "longcat-image", *_flux_like("LongCatImageTransformer2DModel"))
 tiny("OvisImageTransformer2DModel", "ovis-image", *_flux_like("OvisImageTransformer2DModel"))
+
+
+def make_tiny_consisid(layers: int = 4, face: bool = False) -> nn.Module:
+    """A ConsisID denoiser in miniature: CogVideoX's tiny config (2 heads of 16 channels, rotary
+    positions, no temporal patch); `face`: with the identity branch (a 2-layer facial extractor and a
+    perceiver cross-attention after every second block), 21 face channels (2/3 of the 32 inner)."""
+    from diffusers import ConsisIDTransformer3DModel
+
+    torch.manual_seed(0)
+    extra = {}
+    if face:
+        extra = dict(
+            is_train_face=True, cross_attn_interval=2, cross_attn_dim_head=8, cross_attn_num_heads=2, LFE_id_dim=6,
+            LFE_vit_dim=8, LFE_depth=2, LFE_dim_head=4, LFE_num_heads=2, LFE_num_id_token=2, LFE_num_querie=3,
+            LFE_output_dim=21, LFE_ff_mult=1, LFE_num_scale=2,
+        )
+    return ConsisIDTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=8,
+        text_embed_dim=12,
+        num_layers=layers,
+        sample_width=10,
+        sample_height=6,
+        sample_frames=9,
+        patch_size=2,
+        max_text_seq_length=5,
+        use_rotary_positional_embeddings=True,
+        **extra,
+    ).eval()
+
+
+def consisid_inputs(batch: int = 2, frames: int = 3, size=(6, 10), face: bool = False, seed: int = 1, **kw) -> dict:
+    """`cogvideox_inputs` (rotary video rows) and, with `face`, the identity embedding and two ViT
+    feature maps the pipeline passes as `id_cond` / `id_vit_hidden`."""
+    out = cogvideox_inputs(batch, frames=frames, size=size, seed=seed, **kw)
+    if face:
+        g = torch.Generator().manual_seed(seed + 200)
+        out["id_cond"] = torch.randn(batch, 6, generator=g)
+        out["id_vit_hidden"] = [torch.randn(batch, 4, 8, generator=g) for _ in range(2)]
+    return out
+
+
+tiny("ConsisIDTransformer3DModel", "consisid", make_tiny_consisid, lambda: ((), consisid_inputs(2)))  # 3x3x5
+tiny("ConsisIDTransformer3DModel", "consisid-face", lambda: make_tiny_consisid(face=True), lambda: ((), consisid_inputs(2, face=True)))

@@ -12,6 +12,7 @@ from torch import nn
 from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, relative_placement
 from .chroma import ChromaBackbone
 from .cogvideox import CogVideoXBackbone
+from .cogvideox_relatives import ConsisIDBackbone
 from .cogview4 import CogView4Backbone
 from .dit import DiTBackbone
 from .families import SPECS
@@ -45,6 +46,7 @@ BACKBONES: list[Backbone] = [
     BriaBackbone(),
     LongCatImageBackbone(),
     OvisImageBackbone(),
+    ConsisIDBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
