@@ -116,6 +116,13 @@ def test_skyreels_block_causal_models_are_refused():
         with pytest.raises(ValueError, match="num_frame_per_block=2 passes a block-causal attention mask"):
             bigain.apply(model, method)
         assert not bigain.is_patched(model)
+    # set per call by the diffusion-forcing pipelines (causal_block_size), after apply
+    model = make_tiny_skyreels_v2(layers=2)
+    bigain.apply(model, "tome", blocks="all")
+    model._set_ar_attention(2)
+    with pytest.raises(ValueError, match="num_frame_per_block=2 passes a block-causal attention mask"):
+        run_kw(model, wan_inputs(2, grid=(2, 4, 6)))
+    bigain.remove(model)
 
 
 def test_skyreels_diffusion_forcing_per_frame_timesteps_are_read_per_row():

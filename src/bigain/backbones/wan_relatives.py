@@ -17,8 +17,10 @@ model passes, whatever positions they hold, so a model with its own position rul
 SkyReels-V2 (`SkyReelsV2Transformer3DModel`, T2V, I2V and the diffusion-forcing models): Wan's block
 with an attention mask argument. With `num_frame_per_block > 1` the model passes a block-causal
 (1, 1, S, S) mask over the video tokens to every `attn1`; which video tokens may see which depends
-on their frames, and merged tokens can join tokens of several frames, so such models are refused.
-With `num_frame_per_block = 1` (the published configs) the mask is None and the block is Wan's.
+on their frames, and merged tokens can join tokens of several frames, so such models are refused,
+at `apply` and at every forward (the diffusion-forcing pipelines set it per call from their
+`causal_block_size` argument). With `num_frame_per_block = 1` (the default) the mask is None and
+the block is Wan's.
 Diffusion forcing (`enable_diffusion_forcing=True`) passes per-frame timesteps (B, F); as Wan 2.2's
 per-token timesteps, they are read per row as the largest, the step of the row's noisiest frames.
 
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Block
+from .base import Block, ForwardInfo
 from .wan import WanBackbone
 
 
@@ -55,14 +57,22 @@ class SkyReelsV2Backbone(WanBackbone):
     )
 
     def blocks(self, model: nn.Module) -> list[Block]:
+        self._check_causal(model)
+        return super().blocks(model)
+
+    def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
+        self._check_causal(model)  # the diffusion-forcing pipelines may set it per call (causal_block_size)
+        return super().read_forward(model, args, kwargs, cache)
+
+    @staticmethod
+    def _check_causal(model: nn.Module) -> None:
         per_block = int(getattr(model.config, "num_frame_per_block", 1) or 1)
         if per_block > 1:
             raise ValueError(
                 f"bigain: SkyReels-V2 with num_frame_per_block={per_block} passes a block-causal attention mask "
                 "over the video tokens, which depends on each token's frame; merged tokens and downsampled keys "
-                "would not keep it, so bigain does not support these models"
+                "would not keep it, so bigain does not support these models (nor causal_block_size > 1)"
             )
-        return super().blocks(model)
 
 
 class WanVACEBackbone(WanBackbone):
