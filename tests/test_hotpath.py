@@ -43,7 +43,7 @@ from tiny_models import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
@@ -126,6 +126,30 @@ def _case(name: str, device: torch.device = META):
         return m, lambda: m(**kw)
     if name == "qwen-image-2.1":
         return _qwen_image21_case(device)
+    if name in ("skyreels-v2", "wan-vace", "chronoedit"):
+        import tiny_models
+
+        make = {
+            "skyreels-v2": tiny_models.make_tiny_skyreels_v2,
+            "wan-vace": tiny_models.make_tiny_wan_vace,
+            "chronoedit": tiny_models.make_tiny_chronoedit,
+        }[name]
+        m = make(layers=3).to(device)
+        kw = _move(tiny_models.wan_vace_inputs(2) if name == "wan-vace" else wan_inputs(2, grid=(2, 4, 6)), device)
+        return m, lambda: m(**kw)
+    if name in ("bria", "longcat-image", "ovis-image"):
+        from tiny_models import flux_like_inputs, make_tiny_flux_like
+
+        cls = {"bria": "Bria", "longcat-image": "LongCatImage", "ovis-image": "OvisImage"}[name] + "Transformer2DModel"
+        m = make_tiny_flux_like(cls).to(device)
+        kw = _move(flux_like_inputs(cls, 2), device)
+        return m, lambda: m(**kw)
+    if name == "consisid":
+        from tiny_models import consisid_inputs, make_tiny_consisid
+
+        m = make_tiny_consisid(layers=2, face=True).to(device)
+        kw = _move(consisid_inputs(2, face=True), device)
+        return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
@@ -175,16 +199,23 @@ def _steady_traffic(call):
         return count_traffic(call)
 
 
+# Packed-token families whose grid comes from `img_ids` values, which the meta device does not have.
+META_GRIDS = {
+    "flux": (6, 8),
+    "chroma": (6, 10),
+    "flux2": (6, 10),
+    "bria": (6, 10),
+    "longcat-image": (6, 10),
+    "ovis-image": (6, 10),
+}
+
+
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1"):
+    if name not in ("unet", "sdxl", "dit", "pixart"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
-    if name == "flux":
-        bigain.set_grid(model, (6, 8))
-    if name == "chroma":
-        bigain.set_grid(model, (6, 10))  # the meta device has no img_ids values to read
-    if name == "flux2":
-        bigain.set_grid(model, (6, 10))
+    if name in META_GRIDS:
+        bigain.set_grid(model, META_GRIDS[name])
     return report
 
 

@@ -626,3 +626,167 @@ tiny(
     make_tiny_qwen_image21,
     lambda: ((), qwen_image21_inputs(2, cond=(2, 4))),  # a 6x10 target after a 2x4 condition image
 )
+
+
+def _make_wan_like(cls_name: str, layers: int, head_dim: int, i2v: bool, **extra) -> nn.Module:
+    """A denoiser of Wan's block in miniature (the Wan relatives): 2 heads, patch (1, 2, 2), 4 latent
+    channels, 16 text channels (the inputs of `conftest.wan_inputs`)."""
+    import diffusers
+
+    torch.manual_seed(0)
+    if i2v:
+        extra.update(image_dim=8, added_kv_proj_dim=2 * head_dim)
+    return getattr(diffusers, cls_name)(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=head_dim,
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        **extra,
+    ).eval()
+
+
+def make_tiny_skyreels_v2(layers: int = 4, i2v: bool = False, **extra) -> nn.Module:
+    """A SkyReels-V2 denoiser in miniature: 2 heads of 16 channels."""
+    return _make_wan_like("SkyReelsV2Transformer3DModel", layers, 16, i2v, **extra)
+
+
+def make_tiny_wan_vace(layers: int = 4, vace_layers=(0, 2)) -> nn.Module:
+    """A Wan VACE denoiser in miniature: 2 heads of 16 channels, control blocks beside main blocks
+    `vace_layers`, 6 control latent channels."""
+    return _make_wan_like("WanVACETransformer3DModel", layers, 16, False, vace_layers=list(vace_layers), vace_in_channels=6)
+
+
+def make_tiny_chronoedit(layers: int = 4, i2v: bool = False) -> nn.Module:
+    """A ChronoEdit denoiser in miniature: 2 heads of 12 channels (its rotary tables split the head
+    dimension two ways that agree only when it is a multiple of 6), temporal skip 8."""
+    return _make_wan_like("ChronoEditTransformer3DModel", layers, 12, i2v)
+
+
+def wan_vace_inputs(batch: int = 2, grid=(2, 4, 6), control_frames: int | None = None, seed: int = 1, **kw) -> dict:
+    """`wan_inputs` plus VACE's control latents (6 channels; `control_frames` fewer frames than the
+    video: the model pads the control tokens with zeros) and a scale per control block."""
+    from conftest import wan_inputs
+
+    out = wan_inputs(batch, grid=grid, seed=seed, **kw)
+    f, h, w = grid
+    g = torch.Generator().manual_seed(seed + 100)
+    out["control_hidden_states"] = torch.randn(batch, 6, control_frames or f, 2 * h, 2 * w, generator=g)
+    return out
+
+
+tiny("SkyReelsV2Transformer3DModel", "skyreels-v2", make_tiny_skyreels_v2, lambda: ((), wan_inputs(2, grid=(2, 4, 6))))
+tiny("WanVACETransformer3DModel", "wan-vace", make_tiny_wan_vace, lambda: ((), wan_vace_inputs(2)))
+tiny("ChronoEditTransformer3DModel", "chronoedit", make_tiny_chronoedit, lambda: ((), wan_inputs(2, grid=(2, 4, 6))))
+
+
+def make_tiny_flux_like(cls_name: str, layers: int = 2, single_layers: int = 2, **extra) -> nn.Module:
+    """A denoiser of Flux's blocks in miniature (the Flux relatives): 2 heads of 16 channels (rotary
+    axes 4 + 6 + 6), double- then single-stream blocks, 16 packed latent channels, 24 text channels."""
+    import diffusers
+
+    torch.manual_seed(0)
+    return getattr(diffusers, cls_name)(
+        patch_size=1,
+        in_channels=16,
+        num_layers=layers,
+        num_single_layers=single_layers,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=24,
+        axes_dims_rope=[4, 6, 6],
+        **extra,
+    ).eval()
+
+
+def flux_like_inputs(
+    cls_name: str, batch: int = 2, h: int = 6, w: int = 10, text: int = 5, seed: int = 1, t=None, start: int | None = None
+) -> dict:
+    """One forward's inputs as each relative's pipeline passes them: packed tokens on an h x w grid,
+    2-D ids, the timestep on the scale the pipeline uses (Bria: 0-1000; LongCat-Image, Ovis-Image:
+    t / 1000). LongCat-Image's ids: text (0, i, i), image (1, start + row, start + col) with `start` the
+    text length (its pipeline's 512); `start` is also taken by the others, where ids start at 0."""
+    g = torch.Generator().manual_seed(seed)
+    longcat = cls_name == "LongCatImageTransformer2DModel"
+    offset = (text if start is None else start) if longcat else (start or 0)
+    img_ids = torch.zeros(h, w, 3)
+    img_ids[..., 0] = 1.0 if longcat else 0.0
+    img_ids[..., 1] = torch.arange(h)[:, None] + offset
+    img_ids[..., 2] = torch.arange(w)[None, :] + offset
+    txt_ids = torch.zeros(text, 3)
+    if longcat:
+        txt_ids[:, 1] = txt_ids[:, 2] = torch.arange(text)
+    bria = cls_name == "BriaTransformer2DModel"
+    if t is None:
+        t = (700.0, 300.0) if bria else (0.7, 0.3)
+    return dict(
+        hidden_states=torch.randn(batch, h * w, 16, generator=g),
+        encoder_hidden_states=torch.randn(batch, text, 24, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        img_ids=img_ids.reshape(-1, 3),
+        txt_ids=txt_ids,
+        return_dict=False,
+    )
+
+
+def _flux_like(cls_name: str) -> tuple[Callable[[], nn.Module], Callable[[], Inputs]]:
+    return (lambda: make_tiny_flux_like(cls_name)), (lambda: ((), flux_like_inputs(cls_name, 2)))
+
+
+tiny("BriaTransformer2DModel", "bria", *_flux_like("BriaTransformer2DModel"))  # a 6x10 grid
+tiny("LongCatImageTransformer2DModel", "longcat-image", *_flux_like("LongCatImageTransformer2DModel"))
+tiny("OvisImageTransformer2DModel", "ovis-image", *_flux_like("OvisImageTransformer2DModel"))
+
+
+def make_tiny_consisid(layers: int = 4, face: bool = False) -> nn.Module:
+    """A ConsisID denoiser in miniature: CogVideoX's tiny config (2 heads of 16 channels, rotary
+    positions, no temporal patch); `face`: with the identity branch (a 2-layer facial extractor and a
+    perceiver cross-attention after every second block), 21 face channels (2/3 of the 32 inner)."""
+    from diffusers import ConsisIDTransformer3DModel
+
+    torch.manual_seed(0)
+    extra = {}
+    if face:
+        extra = dict(
+            is_train_face=True, cross_attn_interval=2, cross_attn_dim_head=8, cross_attn_num_heads=2, LFE_id_dim=6,
+            LFE_vit_dim=8, LFE_depth=2, LFE_dim_head=4, LFE_num_heads=2, LFE_num_id_token=2, LFE_num_querie=3,
+            LFE_output_dim=21, LFE_ff_mult=1, LFE_num_scale=2,
+        )
+    return ConsisIDTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=8,
+        text_embed_dim=12,
+        num_layers=layers,
+        sample_width=10,
+        sample_height=6,
+        sample_frames=9,
+        patch_size=2,
+        max_text_seq_length=5,
+        use_rotary_positional_embeddings=True,
+        **extra,
+    ).eval()
+
+
+def consisid_inputs(batch: int = 2, frames: int = 3, size=(6, 10), face: bool = False, seed: int = 1, **kw) -> dict:
+    """`cogvideox_inputs` (rotary video rows) and, with `face`, the identity embedding and two ViT
+    feature maps the pipeline passes as `id_cond` / `id_vit_hidden`."""
+    out = cogvideox_inputs(batch, frames=frames, size=size, seed=seed, **kw)
+    if face:
+        g = torch.Generator().manual_seed(seed + 200)
+        out["id_cond"] = torch.randn(batch, 6, generator=g)
+        out["id_vit_hidden"] = [torch.randn(batch, 4, 8, generator=g) for _ in range(2)]
+    return out
+
+
+tiny("ConsisIDTransformer3DModel", "consisid", make_tiny_consisid, lambda: ((), consisid_inputs(2)))  # 3x3x5
+tiny("ConsisIDTransformer3DModel", "consisid-face", lambda: make_tiny_consisid(face=True), lambda: ((), consisid_inputs(2, face=True)))

@@ -12,11 +12,13 @@ from torch import nn
 from .base import PAPER_DIT_BLOCKS, Backbone, Block, ForwardInfo, as_timesteps, relative_placement
 from .chroma import ChromaBackbone
 from .cogvideox import CogVideoXBackbone
+from .cogvideox_relatives import ConsisIDBackbone
 from .cogview4 import CogView4Backbone
 from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
 from .flux2 import Flux2Backbone
+from .flux_relatives import BriaBackbone, LongCatImageBackbone, OvisImageBackbone
 from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
@@ -27,6 +29,7 @@ from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
 from .wan import WanBackbone
+from .wan_relatives import ChronoEditBackbone, SkyReelsV2Backbone, WanVACEBackbone
 
 BACKBONES: list[Backbone] = [
     UNetBackbone(),
@@ -45,6 +48,13 @@ BACKBONES: list[Backbone] = [
     Flux2Backbone(),
     HunyuanDiTBackbone(),
     Lumina2Backbone(),
+    SkyReelsV2Backbone(),
+    WanVACEBackbone(),
+    ChronoEditBackbone(),
+    BriaBackbone(),
+    LongCatImageBackbone(),
+    OvisImageBackbone(),
+    ConsisIDBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 

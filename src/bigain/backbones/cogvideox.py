@@ -70,7 +70,7 @@ class CogVideoXBackbone(Backbone):
             raise ValueError("bigain: the CogVideoX transformer input must be a (B, F, C, H, W) latent")
         dev, host = as_timesteps(_arg(args, kwargs, 2, "timestep"), x.shape[0], x.device)
         p = int(model.config.patch_size)
-        p_t = int(model.config.patch_size_t or 1)
+        p_t = int(getattr(model.config, "patch_size_t", None) or 1)  # ConsisID has no temporal patch
         f, _, h, w = (int(s) for s in x.shape[1:])
         return ForwardInfo(ops.Grid(f // p_t, h // p, w // p), dev, host)
 

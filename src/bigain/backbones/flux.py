@@ -32,6 +32,7 @@ class FluxBackbone(Backbone):
     label = "Flux"  # the model's name in messages
     timestep_position = 3  # forward(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids)
     img_ids_position = 4
+    timestep_scale = 1000.0  # the pipeline passes sigma in [0, 1]
 
     def blocks(self, model: nn.Module) -> list[Block]:
         singles = list(model.single_transformer_blocks)
@@ -100,7 +101,7 @@ class FluxBackbone(Backbone):
             raise ValueError(f"bigain: the {self.label} transformer input must be packed (B, N, C) tokens")
         tp, ip = self.timestep_position, self.img_ids_position
         t = args[tp] if len(args) > tp else kwargs.get("timestep")
-        dev, host = as_timesteps(t, x.shape[0], x.device, scale=1000.0)
+        dev, host = as_timesteps(t, x.shape[0], x.device, scale=self.timestep_scale)
         img_ids = args[ip] if len(args) > ip else kwargs.get("img_ids")
         h, w = self._grid(img_ids, x.shape[1], cache)
         return ForwardInfo(ops.Grid.image(h, w), dev, host)
