@@ -36,9 +36,10 @@ from tiny_models import chroma_inputs, make_tiny_chroma, make_tiny_qwen_image, q
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
-# `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
-UNPATCHED_COPIES = {"chroma": 1}
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"]
+# `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward;
+# HiDream's patchify makes its img_sizes with `torch.tensor([rows, cols], device=...)`.
+UNPATCHED_COPIES = {"chroma": 1, "hidream": 1}
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "hidream"]
 
 
 def _move(v, device):
@@ -103,6 +104,15 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_chroma().to(device)
         kw = _move(chroma_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "hidream":
+        from tiny_models import hidream_inputs, make_tiny_hidream
+
+        # The model's own host reads, which the meta device cannot serve, kept out: dense feed-forwards
+        # (the mixture of experts reads its expert counts) and training mode (the eval unpatchify reads
+        # img_sizes per sample); bigain's hooks do the same in either mode.
+        m = make_tiny_hidream(experts=0).train().to(device)
+        kw = _move(hidream_inputs(2), device)
+        return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
@@ -119,7 +129,7 @@ def _steady_traffic(call):
 
 
 def _apply(model, name: str, method: str, **options):
-    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma"):
+    if name in ("sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "hidream"):
         options.setdefault("blocks", "all")
     report = bigain.apply(model, method, **options)
     if name == "flux":

@@ -16,6 +16,7 @@ from .cogview4 import CogView4Backbone
 from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
+from .hidream import HiDreamBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
 from .qwen_image import QwenImageBackbone
@@ -37,6 +38,7 @@ BACKBONES: list[Backbone] = [
     CogView4Backbone(),
     QwenImageBackbone(),
     *(SpecBackbone(spec) for spec in SPECS),
+    HiDreamBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 

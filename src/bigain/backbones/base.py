@@ -48,6 +48,9 @@ class Block:
     # The attention takes the image as hidden_states and the text as encoder_hidden_states and its
     # processor joins [image; text] before to_q/to_k/to_v (HunyuanVideo single-stream)
     text_suffix: bool = False
+    # The attention's hidden_states are [image; other tokens] joined by the model (HiDream: padding to
+    # a fixed length, then on single-stream blocks the text); the tokens after the image are kept whole
+    image_first: bool = False
 
     @property
     def block(self) -> nn.Module:  # older name, kept for callers of the report
@@ -124,6 +127,9 @@ class Backbone:
     # apply `rope` to the q/k norm outputs with the rows of the tokens actually present.
     rope_kwarg: ClassVar[str | None] = None
     rope_position: ClassVar[int | None] = None
+    # The attention's q/k norms whose outputs the hooks rotate: image (or joined) query and key, then
+    # the text query and key of a joint attention (absent ones are skipped).
+    rope_norms: ClassVar[tuple[str, str, str, str]] = ("norm_q", "norm_k", "norm_added_q", "norm_added_k")
     # Joint blocks whose attention processor joins [text; image] (encoder_hidden_states first) before
     # to_k/to_v (CogVideoX): the processor classes known to do so. KV methods then give to_k/to_v
     # [text; downsampled image] in place of the joined sequence; any other processor is refused.
@@ -135,7 +141,9 @@ class Backbone:
     # "keys": a (B, 1, 1, keys) key mask over [image; text] (HunyuanVideo); when a method shortens
     # the image keys, the hooks drop that many entries from the front. "pairs": a (B, 1, queries,
     # keys) mask over [text; image] (Chroma); the hooks drop image keys (and, when the queries are
-    # shortened too, image queries) from the end. None: no mask is adjusted.
+    # shortened too, image queries) from the end. "tokens": a (B, tokens) mask over the attention's
+    # hidden_states, image first (HiDream's padded-key mask); the hooks drop entries from the front.
+    # None: no mask is adjusted.
     mask_kwarg: ClassVar[str | None] = None
     mask_position: ClassVar[int | None] = None
     mask_layout: ClassVar[str] = "keys"
@@ -147,6 +155,11 @@ class Backbone:
     def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: nn.Module) -> torch.Tensor:
         """Rotate a q/k norm output `x` of `attn` with (S, D) or per-sample (B, S, D) rows."""
         return ops.rope_pairs(x, cos, sin)
+
+    def rope_stand_in(self, tables: Any) -> Any:
+        """What the attention gets in place of its rotary tables once the hooks rotate q/k themselves
+        (None: nothing; a processor that always rotates gets tables that change nothing)."""
+        return None
 
     def refusal(self, method: str, mechanism: str) -> str | None:
         """Why this family refuses a method (by its name or its mechanism), or None."""
