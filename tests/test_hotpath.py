@@ -43,12 +43,13 @@ from tiny_models import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
-# lengths (`encoder_attention_mask.sum(dim=1).tolist()`) on every forward.
-UNPATCHED_COPIES = {"chroma": 1, "lumina2": 4}
+# lengths (`encoder_attention_mask.sum(dim=1).tolist()`) on every forward. HiDream's patchify makes
+# its img_sizes with `torch.tensor([rows, cols], device=...)`.
+UNPATCHED_COPIES = {"chroma": 1, "lumina2": 4, "hidream": 1}
 
 
 def _move(v, device):
@@ -149,6 +150,15 @@ def _case(name: str, device: torch.device = META):
 
         m = make_tiny_consisid(layers=2, face=True).to(device)
         kw = _move(consisid_inputs(2, face=True), device)
+        return m, lambda: m(**kw)
+    if name == "hidream":
+        from tiny_models import hidream_inputs, make_tiny_hidream
+
+        # The model's own host reads, which the meta device cannot serve, kept out: dense feed-forwards
+        # (the mixture of experts reads its expert counts) and training mode (the eval unpatchify reads
+        # img_sizes per sample); bigain's hooks do the same in either mode.
+        m = make_tiny_hidream(experts=0).train().to(device)
+        kw = _move(hidream_inputs(2), device)
         return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)

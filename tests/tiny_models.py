@@ -790,3 +790,46 @@ def consisid_inputs(batch: int = 2, frames: int = 3, size=(6, 10), face: bool = 
 
 tiny("ConsisIDTransformer3DModel", "consisid", make_tiny_consisid, lambda: ((), consisid_inputs(2)))  # 3x3x5
 tiny("ConsisIDTransformer3DModel", "consisid-face", lambda: make_tiny_consisid(face=True), lambda: ((), consisid_inputs(2, face=True)))
+
+
+def make_tiny_hidream(layers: int = 2, single_layers: int = 2, experts: int = 4) -> nn.Module:
+    """A HiDream-I1 denoiser in miniature: 2 heads of 16 channels (rotary axes 4 + 6 + 6), double- then
+    single-stream blocks with a mixture of `experts` feed-forwards (top 2; 0: a plain SwiGLU), patch 2,
+    and a 16 x 16 latent maximum, so a non-square latent is padded to 64 tokens."""
+    from diffusers import HiDreamImageTransformer2DModel
+
+    torch.manual_seed(0)
+    return HiDreamImageTransformer2DModel(
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=layers,
+        num_single_layers=single_layers,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        caption_channels=[12, 10],
+        text_emb_dim=8,
+        num_routed_experts=experts,
+        num_activated_experts=2,
+        axes_dims_rope=(4, 6, 6),
+        max_resolution=(16, 16),
+        llama_layers=list(range(layers + single_layers)),
+    ).eval()
+
+
+def hidream_inputs(batch: int = 2, size=(12, 20), t=(700, 30), layers: int = 4, seed: int = 1) -> dict:
+    """One forward's inputs as HiDreamImagePipeline passes them: a (B, 4, H, W) latent (a 6 x 10 token
+    grid by default, padded by the model), 5 T5 tokens, `layers` Llama layers of 4 tokens, pooled text."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    return dict(
+        hidden_states=torch.randn(batch, 4, h, w, generator=g),
+        timesteps=torch.tensor(t[:batch], dtype=torch.float32),
+        encoder_hidden_states_t5=torch.randn(batch, 5, 12, generator=g),
+        encoder_hidden_states_llama3=torch.randn(layers, batch, 4, 10, generator=g),
+        pooled_embeds=torch.randn(batch, 8, generator=g),
+        return_dict=False,
+    )
+
+
+tiny("HiDreamImageTransformer2DModel", "hidream", make_tiny_hidream, lambda: ((), hidream_inputs(2)))  # 6x10, padded to 64

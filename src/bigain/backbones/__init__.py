@@ -19,6 +19,7 @@ from .families import SPECS
 from .flux import FluxBackbone
 from .flux2 import Flux2Backbone
 from .flux_relatives import BriaBackbone, LongCatImageBackbone, OvisImageBackbone
+from .hidream import HiDreamBackbone
 from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
@@ -55,6 +56,7 @@ BACKBONES: list[Backbone] = [
     LongCatImageBackbone(),
     OvisImageBackbone(),
     ConsisIDBackbone(),
+    HiDreamBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 

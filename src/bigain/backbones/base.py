@@ -48,6 +48,9 @@ class Block:
     # The attention takes the image as hidden_states and the text as encoder_hidden_states and its
     # processor joins [image; text] before to_q/to_k/to_v (HunyuanVideo single-stream)
     text_suffix: bool = False
+    # The attention's hidden_states are [image; other tokens] joined by the model (HiDream: padding to
+    # a fixed length, then on single-stream blocks the text); the tokens after the image are kept whole
+    image_first: bool = False
 
     @property
     def block(self) -> nn.Module:  # older name, kept for callers of the report
@@ -129,6 +132,9 @@ class Backbone:
     # its queries, the hooks take the tables out of that call too and rotate the q norm output with
     # the rows of the tokens present.
     cross_rope: ClassVar[bool] = False
+    # The attention's q/k norms whose outputs the hooks rotate: image (or joined) query and key, then
+    # the text query and key of a joint attention (absent ones are skipped).
+    rope_norms: ClassVar[tuple[str, str, str, str]] = ("norm_q", "norm_k", "norm_added_q", "norm_added_k")
     # Joint blocks whose attention processor joins [text; image] (encoder_hidden_states first) before
     # to_k/to_v (CogVideoX): the processor classes known to do so. KV methods then give to_k/to_v
     # [text; downsampled image] in place of the joined sequence; any other processor is refused.
@@ -142,7 +148,9 @@ class Backbone:
     # keys) mask over [text; image] (Chroma); the hooks drop image keys (and, when the queries are
     # shortened too, image queries) from the end. "tail": a key mask without query rows, (B, keys) or
     # (B, 1, 1, keys), the image keys last (Qwen-Image 2.1); the hooks drop image keys from the end.
-    # A tuple of keywords names several such masks of one call, each cut alike. None: no mask is adjusted.
+    # "tokens": a (B, tokens) mask over the attention's hidden_states, image first (HiDream's
+    # padded-key mask); the hooks drop entries from the front. A tuple of keywords names several
+    # such masks of one call, each cut alike. None: no mask is adjusted.
     mask_kwarg: ClassVar[str | tuple[str, ...] | None] = None
     mask_position: ClassVar[int | None] = None
     mask_layout: ClassVar[str] = "keys"
@@ -163,6 +171,11 @@ class Backbone:
         run after the method's, post functions last). `patch` is the block's hook object (its
         `block`; `patch.state.current()` is the forward's record, whose `cache` is dropped with
         the forward); `hooks` the patch's `HookSet`. Nothing by default."""
+
+    def rope_stand_in(self, tables: Any) -> Any:
+        """What the attention gets in place of its rotary tables once the hooks rotate q/k themselves
+        (None: nothing; a processor that always rotates gets tables that change nothing)."""
+        return None
 
     def refusal(self, method: str, mechanism: str) -> str | None:
         """Why this family refuses a method (by its name or its mechanism), or None."""

@@ -207,8 +207,9 @@ class _BlockHooks:
         self.cfg = state.config
         self.param = param  # KV methods: the downsample factor of this block
         # Rotary tables moved out of the attention call when it sees other tokens than the model made:
-        # (q image, k image, text) as (cos, sin) pairs; None when the attention applies its own.
-        self._rope: tuple[Any, Any, Any] | None = None
+        # (q image, k image, text, tokens after the image) as (cos, sin) pairs; None when the attention
+        # applies its own.
+        self._rope: tuple[Any, Any, Any, Any] | None = None
         self.rope_kwarg: str | None = getattr(state.backbone, "rope_kwarg", None)
         self._t_suffix = 0  # text length after the image in the q/k norm outputs (text_suffix blocks)
 
@@ -222,6 +223,8 @@ class _BlockHooks:
         if self.block.text_prefix:
             t = x.shape[1] - fwd.grid.tokens
             img = x[:, t:]
+        elif self.block.image_first:  # [image; other tokens]
+            t, img = 0, x[:, : fwd.grid.tokens]
         else:
             t, img = 0, x
         return t, img, self.state.backbone.grid(fwd.info, self.block, img.shape[1])
@@ -232,32 +235,42 @@ class _BlockHooks:
 
     # -- rotary embeddings (Flux, Wan) -------------------------------------------------------
     def _install_rope(self, attn: nn.Module, hooks: HookSet) -> None:
-        if getattr(attn, "norm_q", None) is None or getattr(attn, "norm_k", None) is None:
+        norm_q, norm_k, *added = self.state.backbone.rope_norms
+        if getattr(attn, norm_q, None) is None or getattr(attn, norm_k, None) is None:
             raise ValueError(f"bigain: {self.block.name} applies rotary embeddings without q/k norms to hook")
-        image_part = not self.block.text_prefix and not self.block.text_suffix
-        hooks.post(attn.norm_q, lambda m, out: self._rope_post(out, 0, image_part))
-        hooks.post(attn.norm_k, lambda m, out: self._rope_post(out, 1, image_part))
+        b = self.block
+        image_part = not b.text_prefix and not b.text_suffix and not b.image_first
+        hooks.post(getattr(attn, norm_q), lambda m, out: self._rope_post(out, 0, image_part))
+        hooks.post(getattr(attn, norm_k), lambda m, out: self._rope_post(out, 1, image_part))
         if self.block.joint:
-            for name in ("norm_added_q", "norm_added_k"):
+            for name in added:
                 if getattr(attn, name, None) is not None:
                     hooks.post(getattr(attn, name), lambda m, out: self._rope_post(out, 2, False))
         hooks.post(attn, self._rope_clear)
 
-    def _split_rope(self, tables: Any) -> tuple:
-        """(text rows, image cos, image sin) of an attention call's tables, rows on dim -2 ((S, D), or
-        (B, S, D) per sample). The model passes one table object to every block of a forward, so the
-        split (the adapter's `rope_rows`: a join or a complex table's real and imaginary parts on
-        Qwen-Image) is made once per forward, and every block gets the same row tensors (which
-        `_key_rows` recognises by identity)."""
+    def _split_rope(self, tables: Any, rest: int) -> tuple:
+        """(text rows, image cos, image sin, rows of the tokens after the image or None) of an
+        attention call's tables, rows on dim -2 ((S, D), or (B, S, D) per sample). On image_first
+        blocks the rows are [image; the `rest` tokens after it in the input; text]. The model passes
+        one table object to every block of a forward, so the split (the adapter's `rope_rows`: a join
+        or a complex table's real and imaginary parts on Qwen-Image) is made once per forward (and
+        `rest`), and every block gets the same row tensors (which `_key_rows` recognises by identity)."""
         fwd = self.state.current()
+        key = rest if self.block.image_first else None
         seen = fwd.cache.setdefault("rope-rows", [])
-        for src, split in seen:
-            if src is tables:
+        for src, k, split in seen:
+            if src is tables and k == key:
                 return split
         cos, sin = self.state.backbone.rope_rows(tables)
-        n_text = cos.shape[-2] - fwd.grid.tokens
-        split = (cos[..., :n_text, :], sin[..., :n_text, :]), cos[..., n_text:, :], sin[..., n_text:, :]
-        seen.append((tables, split))  # holds `tables`, so its identity cannot be reused in this forward
+        n = fwd.grid.tokens
+        if self.block.image_first:
+            end = n + rest
+            tail = (cos[..., n:end, :], sin[..., n:end, :])
+            split = (cos[..., end:, :], sin[..., end:, :]), cos[..., :n, :], sin[..., :n, :], tail
+        else:
+            n_text = cos.shape[-2] - n
+            split = (cos[..., :n_text, :], sin[..., :n_text, :]), cos[..., n_text:, :], sin[..., n_text:, :], None
+        seen.append((tables, key, split))  # holds `tables`, so its identity cannot be reused in this forward
         return split
 
     def _take_rope(self, args: tuple, kwargs: dict, q_pos: torch.Tensor | None, k_rows: Any) -> tuple[tuple, dict]:
@@ -269,15 +282,19 @@ class _BlockHooks:
         if tables is None:
             self._rope = None
             return args, kwargs
-        tables = self._on_device(tables, _hidden(args, kwargs).device)
-        text, img_cos, img_sin = self._split_rope(tables)
+        x = _hidden(args, kwargs)
+        tables = self._on_device(tables, x.device)
+        # image_first blocks: the tokens after the image in the (already reduced) input
+        rest = x.shape[1] - (self.state.current().grid.tokens if q_pos is None else q_pos.shape[1])
+        text, img_cos, img_sin, tail = self._split_rope(tables, rest)
         if self.block.text_suffix:
             enc = _arg(args, kwargs, 1, "encoder_hidden_states")
             self._t_suffix = 0 if enc is None else enc.shape[1]
         q_rows = (img_cos, img_sin) if q_pos is None else (_rows(img_cos, q_pos), _rows(img_sin, q_pos))
         k = q_rows if k_rows == "q" else k_rows(img_cos, img_sin)
-        self._rope = (q_rows, k, text)
-        return _with_arg(args, kwargs, position, self.rope_kwarg, None)
+        self._rope = (q_rows, k, text, tail)
+        stand_in = self.state.backbone.rope_stand_in(tables)
+        return _with_arg(args, kwargs, position, self.rope_kwarg, stand_in)
 
     def _on_device(self, tables: Any, device: torch.device) -> Any:
         """(cos, sin) tables made on another device than the tokens (CogView4 computes its own on the
@@ -305,6 +322,13 @@ class _BlockHooks:
             return None  # no text rows: the text is not rotated (HunyuanVideo)
         if which == 2 or image_only:
             return rope(out, cos, sin, attn)
+        if self.block.image_first:  # [image; rest]: the rest with its own rows
+            r_cos, r_sin = self._rope[3]
+            if r_cos.shape[-2] == 0:
+                return rope(out, cos, sin, attn)
+            if cos.dim() == 3:
+                r_cos, r_sin = r_cos.expand(cos.shape[0], -1, -1), r_sin.expand(cos.shape[0], -1, -1)
+            return rope(out, torch.cat([cos, r_cos], dim=-2), torch.cat([sin, r_sin], dim=-2), attn)
         if self.block.text_suffix:  # [image; text]: rotate the image part, leave the text
             n = out.shape[1] - self._t_suffix
             return torch.cat([rope(out[:, :n], cos, sin, attn), out[:, n:]], dim=1)
@@ -350,6 +374,13 @@ class _BlockHooks:
                     f"{tuple(mask.shape)} is not the (B, keys) or (B, 1, 1, keys) key mask, image keys last, bigain can cut"
                 )
             return _with_arg(args, kwargs, position, name, mask[..., : mask.shape[-1] - cut])
+        if bb.mask_layout == "tokens":  # (B, tokens) over the attention's input, the image first
+            if mask.dim() != 2 or mask.shape[1] != hidden:
+                raise ValueError(
+                    f"bigain: {self.cfg.name} changes the image tokens of {self.block.name}, but its {name} "
+                    f"{tuple(mask.shape)} is not the (B, {hidden}) mask over its input bigain can cut"
+                )
+            return _with_arg(args, kwargs, position, name, mask[:, cut:])
         enc = _arg(args, kwargs, 1, "encoder_hidden_states")
         keys = hidden + (0 if enc is None else enc.shape[1])
         if bb.mask_layout == "pairs":  # (B, 1, 1 or queries, keys) over [text; image]: the image last
@@ -441,12 +472,19 @@ class TokenHooks(_BlockHooks):
         self.plan = self.cfg.make_plan(img, grid, self._draw(img.shape[0], img.device))
 
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.block.image_first:  # [image; rest]: _t_len is the rest's length
+            n = self.plan.inverse.shape[1]
+            t = self._t_len = x.shape[1] - n
+            return torch.cat([self.plan.reduce(x[:, :n]), x[:, n:]], dim=1) if t else self.plan.reduce(x)
         if not self.block.text_prefix:
             return self.plan.reduce(x)
         t = self._t_len = x.shape[1] - self.plan.inverse.shape[1]
         return torch.cat([x[:, :t], self.plan.reduce(x[:, t:])], dim=1)
 
     def _expand(self, y: torch.Tensor) -> torch.Tensor:
+        if self.block.image_first:
+            n = y.shape[1] - self._t_len
+            return torch.cat([self.plan.expand(y[:, :n]), y[:, n:]], dim=1) if self._t_len else self.plan.expand(y)
         if not self.block.text_prefix:
             return self.plan.expand(y)
         t = self._t_len
@@ -475,7 +513,7 @@ class TokenHooks(_BlockHooks):
             return None
         x = _hidden(args, kwargs)
         n = self.plan.inverse.shape[1]
-        if x.shape[1] != n and not self.block.text_prefix:
+        if x.shape[1] != n and not (self.block.text_prefix or self.block.image_first):
             raise RuntimeError(
                 f"bigain: {self.block.name} got {x.shape[1]} tokens but planned {n} "
                 "(feed-forward chunking is not supported with merge_mlp)"
@@ -496,7 +534,7 @@ class KVHooks(_BlockHooks):
     def __init__(self, state: PatchState, block: Block, param: int) -> None:
         super().__init__(state, block, param)
         self.attn = block.roles["attn"]
-        self.projections = block.joint or block.text_prefix or block.text_suffix
+        self.projections = block.joint or block.text_prefix or block.text_suffix or block.image_first
         self._kv_in: torch.Tensor | None = None  # projection mode: the tensor to_k/to_v must replace
         self._kv_src: torch.Tensor | None = None
         self._kv_hits = 0
@@ -543,7 +581,9 @@ class KVHooks(_BlockHooks):
         key_rows = lambda c, s: self._key_rows(fwd, c, s, grid)  # noqa: E731
         if self.projections:
             self._kv_in, self._kv_hits = x, 0
-            self._kv_src = torch.cat([x[:, :t_len], src], dim=1) if t_len else src
+            rest = x[:, img.shape[1] :] if self.block.image_first and x.shape[1] > img.shape[1] else None
+            parts = ([x[:, :t_len]] if t_len else []) + [src] + ([rest] if rest is not None else [])
+            self._kv_src = torch.cat(parts, dim=1) if len(parts) > 1 else src
             if self._kv_joins:
                 text = self._joined_text(args, kwargs)
                 self._kv_len = text.shape[1] + x.shape[1]
