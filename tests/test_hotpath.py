@@ -119,6 +119,7 @@ def _case(name: str, device: torch.device = META):
 
         m = make_tiny_hunyuan_dit().to(device)
         kw = _move(hunyuan_dit_inputs(2), device)  # the pipeline makes its tables on the device
+        return m, lambda: m(**kw)
     if name == "lumina2":
         from tiny_models import lumina2_inputs, make_tiny_lumina2
 
