@@ -105,6 +105,14 @@ def _loop_case(name: str):
         kw = hunyuan_dit_inputs(2)
         kw.pop("timestep")
         return m, lambda f, t: f(timestep=t.expand(2), **kw)[0]  # as HunyuanDiTPipeline
+    if name == "z-image":
+        from tiny_models import make_tiny_z_image, z_image_inputs
+
+        m = make_tiny_z_image(layers=2)
+        kw = z_image_inputs(2)
+        kw.pop("t")
+        # as ZImagePipeline: (1000 - t) / 1000 for the scheduler's t; one (C, 1, H, W) output per sample
+        return m, lambda f, t: torch.stack(f(t=(1000 - t.expand(2)) / 1000, return_dict=False, **kw)[0])
     m = make_tiny_flux(double=1, single=2)
     kw = flux_inputs(2)
     kw.pop("timestep")
@@ -122,7 +130,7 @@ def _counting_backend():
     return backend, calls
 
 
-@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit"])
+@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image"])
 @pytest.mark.parametrize("method", METHODS)
 def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     """Every step of a loop, the last at t = 0, gives the eager output; at most two graphs.
@@ -133,7 +141,7 @@ def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     model, step = _loop_case(backbone)
     plain, plain_step = _loop_case(backbone)
     opts = {"alpha_schedule": (0.8, 1.2)} if method == "bigain-td" else {}
-    if backbone in ("sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit"):
+    if backbone in ("sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image"):
         opts["blocks"] = "all"
     bigain.apply(model, method, **opts)
     backend, graphs = _counting_backend()

@@ -43,7 +43,7 @@ from tiny_models import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
@@ -151,6 +151,12 @@ def _case(name: str, device: torch.device = META):
 
         m = make_tiny_consisid(layers=2, face=True).to(device)
         kw = _move(consisid_inputs(2, face=True), device)
+        return m, lambda: m(**kw)
+    if name == "z-image":
+        from tiny_models import make_tiny_z_image, z_image_inputs
+
+        m = make_tiny_z_image(layers=2).to(device)
+        kw = _move(z_image_inputs(2), device)  # captions of two lengths: per-sample rotary rows and a mask
         return m, lambda: m(**kw)
     if name == "hidream":
         from tiny_models import hidream_inputs, make_tiny_hidream

@@ -50,7 +50,8 @@ class Tiny:
     def forward(self, model: nn.Module) -> torch.Tensor:
         """The denoiser's output tensor for these inputs."""
         args, kwargs = self.inputs()
-        return model(*args, **{**kwargs, "return_dict": False})[0]
+        out = model(*args, **{**kwargs, "return_dict": False})[0]
+        return torch.stack(out) if isinstance(out, (list, tuple)) else out  # Z-Image: one tensor per sample
 
 
 TINY: dict[str, list[Tiny]] = {}
@@ -833,3 +834,47 @@ def hidream_inputs(batch: int = 2, size=(12, 20), t=(700, 30), layers: int = 4, 
 
 
 tiny("HiDreamImageTransformer2DModel", "hidream", make_tiny_hidream, lambda: ((), hidream_inputs(2)))  # 6x10, padded to 64
+
+
+def make_tiny_z_image(layers: int = 4, refiners: int = 1) -> nn.Module:
+    """A Z-Image denoiser in miniature: 2 heads of 16 channels (rotary axes 4 + 6 + 6), `refiners`
+    noise- and context-refiner blocks, `layers` main blocks, patch 2 on 4 latent channels."""
+    from diffusers import ZImageTransformer2DModel
+
+    torch.manual_seed(0)
+    model = ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=4,
+        dim=32,
+        n_layers=layers,
+        n_refiner_layers=refiners,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=12,
+        axes_dims=[4, 6, 6],
+        axes_lens=[128, 32, 32],
+    ).eval()
+    with torch.no_grad():  # the pad tokens start at zero: make them tokens like any other
+        model.x_pad_token.normal_()
+        model.cap_pad_token.normal_()
+    return model
+
+
+def z_image_inputs(
+    batch: int = 2, h: int = 6, w: int = 10, captions=(5, 35), t=(0.3, 0.7), frames: int = 1, seed: int = 1
+) -> dict:
+    """One forward's inputs as ZImagePipeline passes them: a list of (4, frames, 2h, 2w) latents (an
+    h x w token grid, padded by the model to a multiple of 32), a list of captions of `captions`
+    tokens (5 and 35: padded to 32 and 64, so the joint sequences differ in length and the model
+    masks the shorter one's batch padding, and the image rotary rows differ per sample), and
+    t = (1000 - T) / 1000 per sample."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        x=[torch.randn(4, frames, 2 * h, 2 * w, generator=g) for _ in range(batch)],
+        t=torch.tensor(t[:batch]),
+        cap_feats=[torch.randn(captions[i % len(captions)], 12, generator=g) for i in range(batch)],
+    )
+
+
+tiny("ZImageTransformer2DModel", "z-image", make_tiny_z_image, lambda: ((), z_image_inputs(2)))  # a 6x10 grid

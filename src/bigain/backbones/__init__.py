@@ -31,6 +31,7 @@ from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
 from .wan import WanBackbone
 from .wan_relatives import ChronoEditBackbone, SkyReelsV2Backbone, WanVACEBackbone
+from .z_image import ZImageBackbone
 
 BACKBONES: list[Backbone] = [
     UNetBackbone(),
@@ -57,6 +58,7 @@ BACKBONES: list[Backbone] = [
     OvisImageBackbone(),
     ConsisIDBackbone(),
     HiDreamBackbone(),
+    ZImageBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
