@@ -62,6 +62,16 @@ def _with_arg(args: tuple, kwargs: dict, position: int | None, name: str, value:
 apply_rope = ops.rope_pairs  # Flux's convention (the default `Backbone.rope`)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """`a is b`, taken through tuples and lists element by element: torch.compile traces `is` between
+    two tensors, but not between two tuples that reach a frame from different places (a table passed
+    in and one held in the forward's cache after a graph break in the model), where it breaks the
+    graph again."""
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a is b
+
+
 def _rows(table: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Rows `pos` of a rotary table of (S, D) rows shared by the batch or (B, S, D) rows per sample
     (Lumina2): `pos` (N',) the same for every sample, or (B, N') per sample."""
@@ -259,7 +269,7 @@ class _BlockHooks:
         key = rest if self.block.image_first else None
         seen = fwd.cache.setdefault("rope-rows", [])
         for src, k, split in seen:
-            if src is tables and k == key:
+            if _same(src, tables) and k == key:
                 return split
         cos, sin = self.state.backbone.rope_rows(tables)
         n = fwd.grid.tokens
@@ -270,7 +280,7 @@ class _BlockHooks:
         else:
             n_text = cos.shape[-2] - n
             split = (cos[..., :n_text, :], sin[..., :n_text, :]), cos[..., n_text:, :], sin[..., n_text:, :], None
-        seen.append((tables, key, split))  # holds `tables`, so its identity cannot be reused in this forward
+        seen.append((tables, key, split))  # holds `tables`, so its identities cannot be reused in this forward
         return split
 
     def _take_rope(self, args: tuple, kwargs: dict, q_pos: torch.Tensor | None, k_rows: Any) -> tuple[tuple, dict]:
