@@ -210,8 +210,4 @@ class Lumina2Backbone(Backbone):
         return tables.real, tables.imag
 
     def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: nn.Module) -> torch.Tensor:
-        # `apply_rotary_emb(x, freqs, use_real=False)`, op for op: x (B, S, heads, D), rows (B, S, D / 2)
-        freqs = torch.complex(cos, sin)
-        freqs = freqs[:, None] if freqs.dim() == 2 else freqs[:, :, None]
-        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-        return torch.view_as_real(pairs * freqs).flatten(3).type_as(x)
+        return ops.rope_complex(x, cos, sin)  # `apply_rotary_emb(x, freqs, use_real=False)`

@@ -113,8 +113,4 @@ class QwenImageBackbone(Backbone):
         return rows.real, rows.imag
 
     def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: nn.Module) -> torch.Tensor:
-        # `apply_rotary_emb_qwen(x, freqs, use_real=False)`, op for op, with per-sample rows allowed
-        freqs = torch.complex(cos, sin).to(x.device)
-        freqs = freqs[:, None] if freqs.dim() == 2 else freqs[:, :, None]
-        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-        return torch.view_as_real(pairs * freqs).flatten(3).type_as(x)
+        return ops.rope_complex(x, cos, sin)  # `apply_rotary_emb_qwen(x, freqs, use_real=False)`
