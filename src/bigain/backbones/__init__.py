@@ -23,6 +23,7 @@ from .hidream import HiDreamBackbone
 from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
+from .ltx2 import LTX2Backbone
 from .lumina2 import Lumina2Backbone
 from .qwen_image import QwenImageBackbone
 from .qwen_image21 import QwenImage21Backbone
@@ -59,6 +60,7 @@ BACKBONES: list[Backbone] = [
     ConsisIDBackbone(),
     HiDreamBackbone(),
     ZImageBackbone(),
+    LTX2Backbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
