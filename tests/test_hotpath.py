@@ -43,7 +43,7 @@ from tiny_models import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "ltx2"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
@@ -166,6 +166,14 @@ def _case(name: str, device: torch.device = META):
         # img_sizes per sample); bigain's hooks do the same in either mode.
         m = make_tiny_hidream(experts=0).train().to(device)
         kw = _move(hidream_inputs(2), device)
+        return m, lambda: m(**kw)
+    if name == "ltx2":
+        from tiny_models import ltx2_inputs, make_tiny_ltx2
+
+        # LTX-2.3's options (split rotary tables, gated and perturbed attention), the pipeline's coordinates,
+        # keyframe tokens appended after the grid (image-to-video's per-token timesteps)
+        m = make_tiny_ltx2(split=True).to(device)
+        kw = _move(ltx2_inputs(2, appended=6), device)
         return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)

@@ -176,7 +176,10 @@ def _rows(table: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 def _reference(attn, xq, kv, mask, q_table, k_table):
     """LTX2AudioVideoAttnProcessor's arithmetic, step by step, with keys and values made from `kv`
     and the queries and keys rotated by their own tables (diffusers' rotary functions)."""
-    from diffusers.models.transformers.transformer_ltx2 import apply_interleaved_rotary_emb, apply_split_rotary_emb
+    from diffusers.models.transformers.transformer_ltx2 import (
+        apply_interleaved_rotary_emb,
+        apply_split_rotary_emb,
+    )
 
     rotate = apply_split_rotary_emb if attn.rope_type == "split" else apply_interleaved_rotary_emb
     b, heads = xq.shape[0], attn.heads
@@ -279,7 +282,10 @@ def test_rotary_positions_follow_downsampled_keys(split, appended, monkeypatch):
 
 @pytest.mark.parametrize("split", LAYOUTS)
 def test_the_rotation_is_ltx2_arithmetic(split):
-    from diffusers.models.transformers.transformer_ltx2 import apply_interleaved_rotary_emb, apply_split_rotary_emb
+    from diffusers.models.transformers.transformer_ltx2 import (
+        apply_interleaved_rotary_emb,
+        apply_split_rotary_emb,
+    )
 
     m = make_tiny_ltx2(layers=1, split=split)
     kw = ltx2_inputs(2)
