@@ -969,5 +969,6 @@ def ltx2_inputs(
     return out
 
 
-tiny("LTX2VideoTransformer3DModel", "ltx2", make_tiny_ltx2, lambda: ((), ltx2_inputs(2)))  # 2x6x10 video, 5 audio
-tiny("LTX2VideoTransformer3DModel", "ltx2.3-split", lambda: make_tiny_ltx2(split=True), lambda: ((), ltx2_inputs(2)))
+# 4 blocks: the default placement takes block 1; a 2x6x10 video grid, 5 audio tokens
+tiny("LTX2VideoTransformer3DModel", "ltx2", lambda: make_tiny_ltx2(4), lambda: ((), ltx2_inputs(2)))
+tiny("LTX2VideoTransformer3DModel", "ltx2.3-split", lambda: make_tiny_ltx2(4, split=True), lambda: ((), ltx2_inputs(2, appended=6)))
