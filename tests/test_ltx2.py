@@ -31,7 +31,7 @@ GRID = (2, 6, 10)
 
 
 def _ic_lora_mask(batch: int, noisy: int, refs: int, strength: float = 0.3) -> torch.Tensor:
-    """LTX2ICLoraPipeline's (B, S, S) multiplicative mask over [noisy tokens; one reference group]:
+    """LTX2InContextPipeline (IC-LoRA)'s (B, S, S) multiplicative mask over [noisy tokens; one reference group]:
     full attention among the noisy tokens and within the group, `strength` between them."""
     total = noisy + refs
     mask = torch.zeros(1, total, total)

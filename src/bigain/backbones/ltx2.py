@@ -16,10 +16,11 @@ never touched.
 Grid: the model takes packed (B, S, C) video tokens, frame-major then row-major, and the pipelines
 pass the latent grid as `num_frames`, `height`, `width` (the rotary coordinates `video_coords`, when
 given, are the same grid's). The token grid is that grid over `patch_size_t` / `patch_size`, rounded
-up as the model's own coordinate grid steps it (1 on the published models). LTX2ConditionPipeline and
-LTX2ICLoraPipeline append keyframe or reference tokens after the grid's: blocks are `image_first`,
-methods act on the grid's F*H*W tokens and keep the appended ones whole. A call without the grid
-(positions only as `video_coords`) is refused. Timestep: `timestep` on the 0-1000 scale as passed
+up as the model's own coordinate grid steps it (1 on the published models). LTX2ConditionPipeline
+and LTX2InContextPipeline (IC-LoRA) append keyframe or reference tokens after the grid's: blocks are
+`image_first`, methods act on the grid's F*H*W tokens and keep the appended ones whole. A call
+without the grid (positions only as `video_coords`: LTX2DFRPipeline, also on spatial tiles of the
+video) is refused. Timestep: `timestep` on the 0-1000 scale as passed
 (the flow-matching scheduler's timesteps); the image-to-video and condition pipelines' per-token
 (B, S) timesteps (conditioning tokens at 0) are reduced to one per row, the largest.
 
