@@ -4,6 +4,7 @@ image → x0 preparation the classifier needs (torchvision's ``Resize`` + ``Cent
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,11 @@ def _vae_encoder(vae: torch.nn.Module):
         if "AutoencoderKLFlux2" in names:
             z = vae.encode(x).latent_dist.mean.float()
             B, C, h, w = z.shape
-            z = z.reshape(B, C, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(B, C * 4, h // 2, w // 2)
+            z = (
+                z.reshape(B, C, h // 2, 2, w // 2, 2)
+                .permute(0, 1, 3, 5, 2, 4)
+                .reshape(B, C * 4, h // 2, w // 2)
+            )
             mean = vae.bn.running_mean.float().view(1, -1, 1, 1)
             std = torch.sqrt(vae.bn.running_var.float().view(1, -1, 1, 1) + float(cfg.batch_norm_eps))
             return (z - mean) / std
@@ -74,7 +79,9 @@ def _vae_scale(vae: torch.nn.Module) -> int:
     cfg = vae.config
     if getattr(cfg, "encoder_block_out_channels", None) is not None:  # AutoencoderDC
         return 2 ** (len(cfg.encoder_block_out_channels) - 1)
-    if getattr(cfg, "batch_norm_eps", None) is not None and hasattr(vae, "bn"):  # AutoencoderKLFlux2: patchified
+    if getattr(cfg, "batch_norm_eps", None) is not None and hasattr(
+        vae, "bn"
+    ):  # AutoencoderKLFlux2: patchified
         return 2 ** (len(cfg.block_out_channels) - 1) * int(cfg.patch_size[0])
     if getattr(cfg, "temperal_downsample", None) is not None:  # AutoencoderKLQwenImage
         return 2 ** len(cfg.temperal_downsample)
@@ -149,8 +156,7 @@ class PromptEncoding:
     pad: str = "right"
     one_call: bool = False
     stacked: int | None = None  # a per-prompt stack (N, K, L, D), prompt on dim 1 (HiDream's Llama layers)
-    device: bool = True  # encode_prompt takes ``device`` (LongCat-Image's does not)
-    max_len: bool = True  # it takes ``max_sequence_length`` (LongCat-Image pads to ``tokenizer_max_length``)
+    keep_mask: bool = False  # pass the mask even when it keeps every token (Lumina2's transformer needs one)
 
 
 # Each pipeline's encode_prompt, without classifier-free guidance (the classifier compares
@@ -175,14 +181,16 @@ PROMPT_ENCODINGS: dict[str, PromptEncoding] = {
     "flux2": PromptEncoding({}),
     # Z-Image: a list of each prompt's valid tokens (the padding is cut off, no mask).
     "zimage": PromptEncoding({"do_classifier_free_guidance": False}),
-    "lumina2": PromptEncoding({"do_classifier_free_guidance": False}, mask=1),
+    "lumina2": PromptEncoding({"do_classifier_free_guidance": False}, mask=1, keep_mask=True),
     # HiDream: T5 tokens, the Llama layers' stack and the two CLIP projections side by side, all
     # padded to max_sequence_length without a mask.
     "hidream": PromptEncoding({"do_classifier_free_guidance": False}, pooled=4, stacked=2),
     "qwenimage21": PromptEncoding({}, mask=1),
     # Bria: each prompt encoded alone and zero-padded to max_sequence_length, no mask.
     "bria": PromptEncoding({"do_classifier_free_guidance": False}),
-    "longcat": PromptEncoding({}, device=False, max_len=False),
+    # LongCat-Image: padded to the pipeline's tokenizer_max_length (its encode_prompt takes neither
+    # device nor max_sequence_length), no mask.
+    "longcat": PromptEncoding({}),
     # Ovis-Image: the padded positions are zeroed in the embeddings, no mask.
     "ovis": PromptEncoding({"do_classifier_free_guidance": False}),
 }
@@ -215,15 +223,19 @@ def _encode_flow_prompts(
     are zero-padded to the longest, with the padding masked out."""
     how = PROMPT_ENCODINGS[family]
     extra = {**how.kwargs, **(encode_kwargs or {})}
+    # the common keywords, where this encode_prompt takes them (Z-Image's has no
+    # num_images_per_prompt, LongCat-Image's no device and no max_sequence_length)
+    params = inspect.signature(pipe.encode_prompt).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    takes = {"device", "num_images_per_prompt", "max_sequence_length"} if open_ended else set(params)
     if max_len is not None:
-        if not how.max_len:
+        if "max_sequence_length" not in takes:
             raise ValueError(
                 f"{family}: encode_prompt takes no max_sequence_length (the pipeline pads every prompt "
-                "to its tokenizer_max_length)"
+                "to a length of its own, e.g. LongCat-Image's tokenizer_max_length)"
             )
         extra["max_sequence_length"] = int(max_len)
-    if how.device:
-        extra["device"] = device
+    extra.update({k: v for k, v in (("device", device), ("num_images_per_prompt", 1)) if k in takes})
     step = len(prompts) if how.one_call else batch_size
     tokens, pooled, stacked, masks = [], [], [], []
     # the dtype of the pipeline's own mask: an integer one is kept, a float one follows the model
@@ -231,7 +243,7 @@ def _encode_flow_prompts(
     listed = False  # encode_prompt gave a list of each prompt's valid tokens (Z-Image)
     for lo in range(0, len(prompts), step):
         chunk = list(prompts[lo : lo + step])
-        out = pipe.encode_prompt(prompt=chunk, num_images_per_prompt=1, **extra)
+        out = pipe.encode_prompt(prompt=chunk, **extra)
         tok = out[how.tokens]
         mask = out[how.mask] if how.mask is not None else None
         if isinstance(tok, (list, tuple)):
@@ -252,7 +264,7 @@ def _encode_flow_prompts(
     length = max(t.shape[1] for t in tokens)
     emb = torch.cat([_pad_to(t, length, how.pad) for t in tokens])
     mask = torch.cat([_pad_to(m, length, how.pad) for m in masks])
-    if bool(mask.all()):
+    if bool(mask.all()) and not how.keep_mask:
         mask = None  # as QwenImagePipeline drops an all-ones mask
     elif how.mask is None and not listed:
         raise ValueError(
@@ -263,7 +275,12 @@ def _encode_flow_prompts(
         mask = mask.to(mask_dtype)
     if stacked and len({s.shape[2] for s in stacked}) > 1:
         raise ValueError(f"{family}: prompt batches came back at different lengths; use a larger batch_size")
-    return emb, (torch.cat(pooled) if pooled else None), mask, (torch.cat(stacked, dim=1) if stacked else None)
+    return (
+        emb,
+        (torch.cat(pooled) if pooled else None),
+        mask,
+        (torch.cat(stacked, dim=1) if stacked else None),
+    )
 
 
 def _flow_bundle_from_pipeline(
@@ -294,7 +311,9 @@ def _flow_bundle_from_pipeline(
         # the pipeline's default image (default_sample_size · vae_scale_factor pixels, else 1024)
         # in cells of the latent the classifier works on
         default = getattr(pipe, "default_sample_size", None)
-        pixels = default * int(getattr(pipe, "vae_scale_factor", pixel_scale) or pixel_scale) if default else 1024
+        pixels = (
+            default * int(getattr(pipe, "vae_scale_factor", pixel_scale) or pixel_scale) if default else 1024
+        )
         size = max(1, pixels // pixel_scale)
     channels = int(cfg.in_channels) // 4 if FLOW_CALLS[family].packed else int(cfg.in_channels)
     sample_shape = (channels, int(size), int(size))

@@ -408,7 +408,9 @@ FLOW_CALLS: dict[str, FlowCall] = {
             mask="encoder_hidden_states_mask",
         ),
         FlowCall("bria", ("BriaTransformer2DModel",), latent="packed", ids="flux"),
-        FlowCall("longcat", ("LongCatImageTransformer2DModel",), latent="packed", timestep_scale=1.0, ids="longcat"),
+        FlowCall(
+            "longcat", ("LongCatImageTransformer2DModel",), latent="packed", timestep_scale=1.0, ids="longcat"
+        ),
         FlowCall("ovis", ("OvisImageTransformer2DModel",), latent="packed", timestep_scale=1.0, ids="ovis"),
     )
 }
@@ -528,7 +530,10 @@ class FlowBundle(DiffusionBundle):
             slots = self._made_once(
                 ("img_mask", L, n_slots, str(device)),
                 lambda: torch.cat(
-                    [torch.zeros(1, L, dtype=torch.bool, device=device), torch.ones(1, n_slots, dtype=torch.bool, device=device)],
+                    [
+                        torch.zeros(1, L, dtype=torch.bool, device=device),
+                        torch.ones(1, n_slots, dtype=torch.bool, device=device),
+                    ],
                     dim=1,
                 ),
             )
@@ -676,16 +681,22 @@ def make_flow_bundle(
         seq_len = (H // 2) * (W // 2)
     elif call.latent == "tokens":
         if C != int(cfg.in_channels):
-            raise ValueError(f"sample_shape={sample_shape}: {family} takes {int(cfg.in_channels)} channels per token")
+            raise ValueError(
+                f"sample_shape={sample_shape}: {family} takes {int(cfg.in_channels)} channels per token"
+            )
         seq_len = H * W
     else:
-        p = getattr(cfg, "patch_size", None) or getattr(cfg, "all_patch_size", (1,))[0]  # Z-Image: all_patch_size
+        p = (
+            getattr(cfg, "patch_size", None) or getattr(cfg, "all_patch_size", (1,))[0]
+        )  # Z-Image: all_patch_size
         p = int(p)
         if H % p or W % p:
             raise ValueError(f"sample_shape={sample_shape}: the latent must divide into patches of {p}")
         seq_len = (H // p) * (W // p)
     # the number the pipeline computes μ from (see FlowCall.mu_tokens)
-    mu_seq = {"tokens": seq_len, "channels": C, "max_seq": getattr(denoiser, "max_seq", seq_len)}[call.mu_tokens]
+    mu_seq = {"tokens": seq_len, "channels": C, "max_seq": getattr(denoiser, "max_seq", seq_len)}[
+        call.mu_tokens
+    ]
     if shift is False:
         shift = 1.0
     sigmas = sigmas_from_scheduler_config(
@@ -715,6 +726,11 @@ def make_flow_bundle(
             return out
 
     out_ch = int(getattr(cfg, "out_channels", None) or cfg.in_channels)
+    if out_ch not in (int(cfg.in_channels), 2 * int(cfg.in_channels)):
+        raise ValueError(
+            f"{family}: out_channels={out_ch} is neither in_channels={int(cfg.in_channels)} nor twice it; "
+            "the prediction would not have the latent's shape"
+        )
     use_guidance = call.guidance and bool(getattr(cfg, "guidance_embeds", False))
     scale = float(call.timestep_scale)
     if call.config_timestep_scale:
