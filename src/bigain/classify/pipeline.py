@@ -1,5 +1,6 @@
 """Bundles for diffusers pipelines (SD-style text-conditional, DiT class-conditional, flow-matching
-SD3 / Flux / Chroma / Qwen-Image / AuraFlow / CogView4 / SANA), and the
+SD3 / Flux / Chroma / Qwen-Image / AuraFlow / CogView4 / SANA / Flux 2 / Z-Image / Lumina2 /
+HiDream-I1 / Qwen-Image 2.1 / Bria / LongCat-Image / Ovis-Image), and the
 image → x0 preparation the classifier needs (torchvision's ``Resize`` + ``CenterCrop`` arithmetic)."""
 
 from __future__ import annotations
@@ -356,15 +357,18 @@ def bundle_from_pipeline(
     - Class-conditional (``transformer`` with ``num_embeds_ada_norm``, e.g. DiT): ``class_labels``.
     - Flow-matching (a transformer in :data:`bigain.models.flow.FLOW_CALLS`:
       ``StableDiffusion3Pipeline``, ``FluxPipeline``, ``ChromaPipeline``, ``QwenImagePipeline``,
-      ``AuraFlowPipeline``, ``CogView4Pipeline``, ``SanaPipeline``): a
+      ``AuraFlowPipeline``, ``CogView4Pipeline``, ``SanaPipeline``, ``Flux2Pipeline``,
+      ``ZImagePipeline``, ``Lumina2Pipeline``, ``HiDreamImagePipeline``, ``QwenImage21Pipeline``,
+      ``BriaPipeline``, ``LongCatImagePipeline``, ``OvisImagePipeline``): a
       :class:`bigain.models.flow.FlowBundle`; each prompt goes once through the pipeline's
       ``encode_prompt`` as :data:`PROMPT_ENCODINGS` says (token embeddings per class, the pooled
       ones and the text mask where the family has them; ``max_sequence_length`` as given or the
       pipeline's default; ``encode_kwargs`` go to ``encode_prompt`` too, e.g. SANA's
       ``complex_human_instruction``, which its ``__call__`` adds but ``encode_prompt`` does not);
       σ_t = the scheduler's shift of t / T (``shift`` overrides it, False = none); ``guidance`` is
-      passed to guidance-embedded models; ``sample_size`` is the latent side (default the pipeline's
-      ``default_sample_size``, else the transformer's ``sample_size``). Memory: one (L, D)
+      passed to guidance-embedded models; ``sample_size`` is the latent side (default: the
+      pipeline's default image, ``default_sample_size · vae_scale_factor`` pixels or 1024, in
+      latent cells). Memory: one (L, D)
       embedding per class stays on the device (Flux: 512 x 4096 values by default).
 
     ``x0`` comes from the VAE: ``vae.encode(x).latent_dist.mean × scaling_factor`` (Qwen-Image's and

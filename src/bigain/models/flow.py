@@ -1,5 +1,6 @@
 """Flow-matching (rectified-flow) denoisers as bundles: SD3 / SD3.5, Flux, Chroma, Qwen-Image,
-AuraFlow, CogView4 and SANA transformers.
+AuraFlow, CogView4, SANA, Flux 2, Z-Image, Lumina2, HiDream-I1, Qwen-Image 2.1, Bria,
+LongCat-Image and Ovis-Image transformers.
 
 These models are trained on the straight path between data and noise, as diffusers'
 ``FlowMatchEulerDiscreteScheduler`` writes it:
@@ -11,15 +12,19 @@ predicted and the target velocity (:mod:`bigain.classify.engine`), on the same t
 ε-prediction models: timestep ``t`` (0 … T-1 on the 0-1000 scale, T = ``num_train_timesteps``)
 means ``σ = shift(t / T)``, where ``shift`` is the scheduler's own timestep shift:
 
-- static (SD3, AuraFlow: ``shift``; SANA's ``DPMSolverMultistepScheduler``: ``flow_shift`` with
-  ``use_flow_sigmas``): ``σ' = shift σ / (1 + (shift - 1) σ)``, the formula the scheduler applies
-  to its training sigmas;
+- static (SD3, AuraFlow, Lumina2, Bria: ``shift``; SANA's ``DPMSolverMultistepScheduler`` and
+  HiDream-I1's ``UniPCMultistepScheduler``: ``flow_shift`` with ``use_flow_sigmas``):
+  ``σ' = shift σ / (1 + (shift - 1) σ)``, the formula the scheduler applies to its training sigmas;
 - dynamic (Flux, Chroma, Qwen-Image, CogView4: ``use_dynamic_shifting``):
   ``σ' = e^μ / (e^μ + (1/σ - 1))`` (``"linear"`` time-shift type, CogView4's:
   ``μ / (μ + (1/σ - 1))``), with ``μ`` from the number of image tokens as the family's pipeline
   computes it for sampling: linear between ``base_shift`` at ``base_image_seq_len`` and
   ``max_shift`` at ``max_image_seq_len`` (FluxPipeline's rule, copied by Chroma and Qwen-Image), or
-  CogView4's ``sqrt(n / base_image_seq_len) · max_shift + base_shift``;
+  CogView4's ``sqrt(n / base_image_seq_len) · max_shift + base_shift``, or Flux 2's empirical
+  ``compute_empirical_mu`` at its default 50 steps (:func:`flux2_shift`). The count is the image
+  tokens, except where the pipeline counts otherwise (:attr:`FlowCall.mu_tokens`: Lumina2's reads
+  ``latents.shape[1]``, the channel count, HiDream's the transformer's ``max_seq``); Z-Image,
+  Qwen-Image 2.1, LongCat-Image and Ovis-Image use Flux's rule;
 - ``shift=1.0`` (or ``shift=False`` in :func:`make_flow_bundle`) keeps ``σ = t / T``.
 
 Schedule extras that only reshape the inference sigmas (``shift_terminal``, Karras, exponential
@@ -38,10 +43,26 @@ qwenimage   packed    σ                   ``img_shapes``, ``encoder_hidden_stat
 auraflow    (C,H,W)   σ                   none (the pipeline zeroes padded text in the embeddings)
 cogview4    (C,H,W)   1000 t / T          ``original_size`` = ``target_size`` (pixels), ``crop_coords`` 0
 sana        (C,H,W)   1000 σ · config     ``encoder_attention_mask``
+flux2       tokens    σ                   batched 4-axis ``img_ids`` / ``txt_ids``, ``guidance``
+zimage      frames    1 - σ; output -v    ``cap_feats``: a list of each class's valid tokens
+lumina2     (C,H,W)   1 - σ; output -v    ``encoder_attention_mask`` (always passed)
+hidream     (C,H,W)   1000 σ; output -v   ``encoder_hidden_states_t5``, ``..._llama3`` (layers, B, L, D),
+                                          ``pooled_embeds``
+qwenimage21 tokens    σ                   ``img_shapes``, ``img_mask``, ``encoder_hidden_states_mask``
+bria        packed    1000 σ              ``img_ids``, ``txt_ids`` (zeros)
+longcat     packed    σ                   ``txt_ids`` (0, i, i), ``img_ids`` (1, L + row, L + column)
+ovis        packed    σ                   ``txt_ids`` (0, i, i), ``img_ids`` (0, row, column)
 ==========  ========  ==================  ==============================================================
 
-"packed" is FluxPipeline's packing of 2x2 latent patches into tokens (Qwen-Image's pipeline packs
-the same way). CogView4's pipeline passes the *unshifted* timestep (the scheduler shifts only its
+"packed" is FluxPipeline's packing of 2x2 latent patches into tokens (Qwen-Image's, Bria's,
+LongCat-Image's and Ovis-Image's pipelines pack the same way). "tokens": each latent cell is a
+token, row-major (Flux 2, whose latent is the VAE's 2x2 patches as channels after its batch norm,
+see ``bigain.classify.pipeline``; Qwen-Image 2.1, unpatched). "frames": Z-Image takes a list of
+one-frame (C, 1, H, W) latents and returns one. Z-Image and Lumina2 count time the other way
+(their pipelines pass ``1 - t / 1000``: 0 is noise) and, like HiDream's, negate the model's output
+before the scheduler step, so the bundle negates it too. Keywords that differ from the canonical
+``hidden_states`` / ``timestep`` / ``encoder_hidden_states`` / ``pooled_projections`` are renamed
+per row (:attr:`FlowCall.names`). CogView4's pipeline passes the *unshifted* timestep (the scheduler shifts only its
 sigmas when it is given timesteps), so its timestep is ``t`` while the noise level is the shifted
 ``σ``. SANA multiplies by ``config.timestep_scale`` (1.0 on SANA 1.x). ``guidance`` goes to models
 trained with a guidance embedding (FLUX.1-dev; Qwen-Image's ``guidance_embeds``). The default is
