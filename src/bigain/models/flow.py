@@ -747,7 +747,10 @@ def make_flow_bundle(
             return out
 
     out_ch = int(getattr(cfg, "out_channels", None) or cfg.in_channels)
-    if out_ch not in (int(cfg.in_channels), 2 * int(cfg.in_channels)):
+    # out_channels is the input's (or twice it, learned σ); Qwen-Image counts it before the 2x2 packing
+    if out_ch not in (int(cfg.in_channels), 2 * int(cfg.in_channels)) and not (
+        call.packed and 4 * out_ch == int(cfg.in_channels)
+    ):
         raise ValueError(
             f"{family}: out_channels={out_ch} is neither in_channels={int(cfg.in_channels)} nor twice it; "
             "the prediction would not have the latent's shape"
