@@ -66,7 +66,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement, with_call_arg
 from .spec import argument
 
 MASK_KV_REFUSAL = (
@@ -78,16 +78,6 @@ STG_KV_REFUSAL = (
     "every video token into the attention output, which downsampled keys and values cannot give; use a "
     "token method (tome, bigain-tm, sito) or leave this block out of the placement"
 )
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
-
-
-def _with(args: tuple, kwargs: dict, position: int, name: str, value: Any) -> tuple[tuple, dict]:
-    if len(args) > position:
-        return args[:position] + (value,) + tuple(args[position + 1 :]), kwargs
-    return args, {**kwargs, name: value}
 
 
 def _positions(patch: Any, length: int) -> tuple[torch.Tensor, int]:
@@ -129,10 +119,10 @@ class _LTX2Hooks:
     def gather_mask(self, module: nn.Module, args: tuple, kwargs: dict):
         """After a token method's hook on `attn1`: the pairwise mask's rows and columns of the tokens present."""
         p = self.patch
-        mask = _arg(args, kwargs, 2, "attention_mask")
+        mask = call_arg(args, kwargs, 2, "attention_mask")
         if mask is None or p.plan is None or "attn" not in p.reduced:
             return None
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         pos, full = _positions(p, x.shape[1])
         if mask.dim() != 3 or mask.shape[-1] != full or mask.shape[-2] != full:
             raise ValueError(
@@ -142,14 +132,14 @@ class _LTX2Hooks:
         b, n = pos.shape
         mask = mask.expand(b, -1, -1)
         rows = torch.gather(mask, 1, pos[:, :, None].expand(-1, -1, full))
-        return _with(args, kwargs, 2, "attention_mask", torch.gather(rows, 2, pos[:, None, :].expand(-1, n, -1)))
+        return with_call_arg(args, kwargs, 2, "attention_mask", torch.gather(rows, 2, pos[:, None, :].expand(-1, n, -1)))
 
     def reduce_a2v(self, module: nn.Module, args: tuple, kwargs: dict):
         """The audio-to-video attention on the merged video queries, its query tables' rows alike."""
         p = self.patch
         if p.plan is None:
             return None
-        if _arg(args, kwargs, 2, "attention_mask") is not None:
+        if call_arg(args, kwargs, 2, "attention_mask") is not None:
             raise ValueError(
                 f"bigain: {p.cfg.name} merges the video queries of {p.block.name}'s audio-to-video attention, "
                 "but the call passes an attention mask over them, which bigain does not cut"
@@ -158,12 +148,12 @@ class _LTX2Hooks:
         if reduced is None:
             return None
         args, kwargs = reduced
-        tables = _arg(args, kwargs, 3, "query_rotary_emb")
+        tables = call_arg(args, kwargs, 3, "query_rotary_emb")
         if tables is not None:
-            x = _arg(args, kwargs, 0, "hidden_states")
+            x = call_arg(args, kwargs, 0, "hidden_states")
             pos, _ = _positions(p, x.shape[1])
             cos, sin = tables
-            args, kwargs = _with(args, kwargs, 3, "query_rotary_emb", (_gather_rows(cos, pos), _gather_rows(sin, pos)))
+            args, kwargs = with_call_arg(args, kwargs, 3, "query_rotary_emb", (_gather_rows(cos, pos), _gather_rows(sin, pos)))
         return args, kwargs
 
 

@@ -13,10 +13,13 @@ entries repeat per pair (cos[..., 2i] == cos[..., 2i + 1]):
   adjacent channels, passed as their real and imaginary parts (D/2 columns); the pairs as complex
   numbers in float32 times the table, rounded to x's dtype.
 Tables are (S, D) rows shared by the batch or (B, S, D) rows per sample (D/2 for `rope_complex`);
-x is (B, S, heads, D).
+x is (B, S, heads, D). `rope_after_text` applies one of them to the image rows of a heads-first
+[text; image] q/k tensor.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -63,3 +66,18 @@ def rope_complex(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     freqs = torch.complex(cos, sin).to(x.device)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     return torch.view_as_real(pairs * freqs).flatten(3).type_as(x)
+
+
+def rope_after_text(
+    rope: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+) -> torch.Tensor:
+    """`rope` (one of the above) on the image rows of a heads-first (B, heads, T + N, D) q/k tensor of
+    [text; image] (CogVideoX, CogView4: the processor joins the text in front before the q/k norms):
+    the last N = rows-of-the-tables tokens are rotated, the T text tokens are left as they are."""
+    n = cos.shape[-2]
+    t = x.shape[2] - n
+    image = rope(x[:, :, t:].transpose(1, 2), cos, sin).transpose(1, 2)
+    return torch.cat([x[:, :, :t], image], dim=2) if t else image
