@@ -65,8 +65,9 @@ def double_single_blocks(model: nn.Module, single: str = "text_prefix") -> list[
         Block(i, f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True)
         for i, b in enumerate(model.transformer_blocks)
     ]
+    layout = {single: True}
     for i, b in enumerate(model.single_transformer_blocks):
-        out.append(Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, **{single: True}))
+        out.append(Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, **layout))
     return out
 
 
