@@ -43,7 +43,7 @@ from tiny_models import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "mochi"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
@@ -167,6 +167,31 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_hidream(experts=0).train().to(device)
         kw = _move(hidream_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "mochi":
+        from tiny_models import make_tiny_mochi, mochi_inputs
+
+        m = make_tiny_mochi().to(device)
+        kw = _move(mochi_inputs(2), device)
+        if device != META:
+            return m, lambda: m(**kw)
+        import torch.fx.experimental._config as fx_config
+
+        def rope(freqs, frames, height, width, device=None, dtype=None):
+            # MochiRoPE's arithmetic without its fp32 autocast region, which the meta device has not
+            pos = m.rope._get_positions(frames, height, width, device, dtype)
+            angles = torch.einsum("nd,dhf->nhf", pos.float(), freqs.float())
+            return torch.cos(angles), torch.sin(angles)
+
+        m.rope.forward = rope
+
+        def call():
+            # The processor picks each sample's unpadded text with torch.nonzero, which the meta device
+            # serves only told to assume every entry is nonzero (the model's own read, not bigain's).
+
+            with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+                return m(**kw)
+
+        return m, call
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)

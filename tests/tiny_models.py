@@ -878,3 +878,47 @@ def z_image_inputs(
 
 
 tiny("ZImageTransformer2DModel", "z-image", make_tiny_z_image, lambda: ((), z_image_inputs(2)))  # a 6x10 grid
+
+
+def make_tiny_mochi(layers: int = 3) -> nn.Module:
+    """A Mochi denoiser in miniature: 2 heads of 16 channels on the video stream (32 wide) and a text
+    stream 24 wide, patch 2, `layers` blocks (the last one `context_pre_only`). The learned rotary
+    frequencies start at zero in diffusers (no rotation at all); here they are drawn at random, so
+    the rotary positions matter."""
+    from diffusers import MochiTransformer3DModel
+
+    torch.manual_seed(0)
+    model = MochiTransformer3DModel(
+        patch_size=2,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=layers,
+        pooled_projection_dim=24,
+        in_channels=4,
+        text_embed_dim=16,
+        time_embed_dim=16,
+        max_sequence_length=5,
+    ).eval()
+    with torch.no_grad():
+        model.pos_frequencies.normal_()
+    return model
+
+
+def mochi_inputs(batch: int = 2, latent=(3, 12, 20), t=(300.0, 970.0), seed: int = 1) -> dict:
+    """One forward's inputs as MochiPipeline passes them: a (B, 4, F, H, W) latent (3 frames of a 6x10
+    token grid), 5 text tokens of which row 0 pads the last one and row 1 the last two, and Mochi's
+    reversed timesteps (1000 - the noise level)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, 5)
+    mask[0, -1:] = 0
+    mask[1:, -2:] = 0
+    return dict(
+        hidden_states=torch.randn(batch, 4, *latent, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_attention_mask=mask,
+        return_dict=False,
+    )
+
+
+tiny("MochiTransformer3DModel", "mochi", make_tiny_mochi, lambda: ((), mochi_inputs(2)))  # 3x6x10 tokens

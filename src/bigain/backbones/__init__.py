@@ -24,6 +24,7 @@ from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .ltx import LTXBackbone
 from .lumina2 import Lumina2Backbone
+from .mochi import MochiBackbone
 from .qwen_image import QwenImageBackbone
 from .qwen_image21 import QwenImage21Backbone
 from .sd3 import SD3Backbone
@@ -59,6 +60,7 @@ BACKBONES: list[Backbone] = [
     ConsisIDBackbone(),
     HiDreamBackbone(),
     ZImageBackbone(),
+    MochiBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
