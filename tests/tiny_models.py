@@ -922,3 +922,71 @@ def mochi_inputs(batch: int = 2, latent=(3, 12, 20), t=(300.0, 970.0), seed: int
 
 
 tiny("MochiTransformer3DModel", "mochi", make_tiny_mochi, lambda: ((), mochi_inputs(2)))  # 3x6x10 tokens
+
+
+def make_tiny_cosmos(layers: int = 3, learnable: bool = False, in_channels: int = 4) -> nn.Module:
+    """A Cosmos denoiser in miniature: 2 heads of 16 channels (rotary frequencies 8 temporal + 4 + 4
+    spatial, as two halves), patch (1, 2, 2), `layers` blocks. `learnable`: Cosmos 1.0's learnable
+    position embedding (and its EDM timesteps); otherwise Cosmos 2.x's. The padding-mask channel is
+    off (the model resizes that mask with torchvision, which the test environment lacks)."""
+    from diffusers import CosmosTransformer3DModel
+
+    torch.manual_seed(0)
+    model = CosmosTransformer3DModel(
+        in_channels=in_channels,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=layers,
+        mlp_ratio=2.0,
+        text_embed_dim=12,
+        adaln_lora_dim=8,
+        max_size=(8, 32, 32),
+        patch_size=(1, 2, 2),
+        rope_scale=(1.0, 3.0, 3.0),
+        concat_padding_mask=False,
+        extra_pos_embed_type="learnable" if learnable else None,
+    ).eval()
+    if learnable:
+        with torch.no_grad():
+            for p in model.learnable_pos_embed.parameters():
+                p.normal_()
+    return model
+
+
+def cosmos_inputs(
+    batch: int = 2, latent=(3, 12, 20), t=(0.7, 0.03), condition: bool = False, per_frame: bool = False, seed: int = 1
+) -> dict:
+    """One forward's inputs as the Cosmos 2 pipelines pass them: a (B, 4, F, H, W) latent (3 frames of a
+    6x10 token grid), 5 text tokens with a text mask (row 1 pads its last two), and the noise fraction
+    t in [0, 1]. `condition`: video-to-world's condition_mask channel (the first frame given);
+    `per_frame`: its (B, 1, F, 1, 1) timesteps, the first frame nearly clean."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, 5)
+    mask[1:, -2:] = 0
+    frames = latent[0]
+    out = dict(
+        hidden_states=torch.randn(batch, 4, *latent, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_hidden_states=torch.randn(batch, 5, 12, generator=g),
+        attention_mask=mask,
+        return_dict=False,
+    )
+    if condition:
+        cond = torch.zeros(batch, 1, *latent)
+        cond[:, :, 0] = 1.0
+        out["condition_mask"] = cond
+    if per_frame:
+        ts = torch.tensor(t[:batch])[:, None, None, None, None].repeat(1, 1, frames, 1, 1)
+        ts[:, :, 0] = 0.001
+        out["timestep"] = ts
+    return out
+
+
+tiny("CosmosTransformer3DModel", "cosmos2", make_tiny_cosmos, lambda: ((), cosmos_inputs(2)))  # 3x6x10 tokens
+tiny(
+    "CosmosTransformer3DModel",
+    "cosmos2-video2world",
+    lambda: make_tiny_cosmos(in_channels=5),
+    lambda: ((), cosmos_inputs(2, condition=True, per_frame=True)),
+)

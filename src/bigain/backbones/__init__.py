@@ -14,6 +14,7 @@ from .chroma import ChromaBackbone
 from .cogvideox import CogVideoXBackbone
 from .cogvideox_relatives import ConsisIDBackbone
 from .cogview4 import CogView4Backbone
+from .cosmos import CosmosBackbone
 from .dit import DiTBackbone
 from .families import SPECS
 from .flux import FluxBackbone
@@ -61,6 +62,7 @@ BACKBONES: list[Backbone] = [
     HiDreamBackbone(),
     ZImageBackbone(),
     MochiBackbone(),
+    CosmosBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
