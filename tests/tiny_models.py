@@ -880,6 +880,124 @@ def z_image_inputs(
 tiny("ZImageTransformer2DModel", "z-image", make_tiny_z_image, lambda: ((), z_image_inputs(2)))  # a 6x10 grid
 
 
+def make_tiny_hunyuan_video15(layers: int = 4, patch_size_t: int = 1) -> nn.Module:
+    """A HunyuanVideo 1.5 denoiser in miniature: 2 heads of 16 channels (rotary axes 4 + 6 + 6),
+    `layers` dual-stream blocks, one token-refiner layer, patch 2 (and `patch_size_t`), MLLM text of
+    16 channels, ByT5 text of 12, vision tokens of 8."""
+    from diffusers import HunyuanVideo15Transformer3DModel
+
+    torch.manual_seed(0)
+    return HunyuanVideo15Transformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=layers,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=2,
+        patch_size_t=patch_size_t,
+        text_embed_dim=16,
+        text_embed_2_dim=12,
+        image_embed_dim=8,
+        rope_axes_dim=(4, 6, 6),
+    ).eval()
+
+
+def hunyuan_video15_inputs(
+    batch: int = 2, latent=(2, 12, 20), t=(700, 30), image: bool = True, seed: int = 1
+) -> dict:
+    """One forward's inputs as the HunyuanVideo 1.5 pipelines pass them: a (B, 4, F, H, W) latent (a
+    2x6x10 token grid by default), 5 MLLM tokens (row 0 pads the last one, row 1 the last two), 4
+    ByT5 tokens (row 0 pads the last two), and 3 vision tokens (`image`: image-to-video; else zeros,
+    which the model masks out as text-to-video)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, 5)
+    mask[0, -1:] = 0
+    mask[1:, -2:] = 0
+    mask_2 = torch.ones(batch, 4)
+    mask_2[0, -2:] = 0
+    vision = torch.randn(batch, 3, 8, generator=g)
+    return dict(
+        hidden_states=torch.randn(batch, 4, *latent, generator=g),
+        timestep=torch.tensor(t[:batch], dtype=torch.float32),
+        encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        encoder_attention_mask=mask,
+        encoder_hidden_states_2=torch.randn(batch, 4, 12, generator=g),
+        encoder_attention_mask_2=mask_2,
+        image_embeds=vision if image else torch.zeros_like(vision),
+        return_dict=False,
+    )
+
+
+tiny(
+    "HunyuanVideo15Transformer3DModel",
+    "hunyuan-video-1.5",
+    make_tiny_hunyuan_video15,
+    lambda: ((), hunyuan_video15_inputs(2)),
+)
+
+
+def make_tiny_hunyuan_image(
+    layers: int = 2, single_layers: int = 2, patch_size=(2, 2), byt5: bool = True
+) -> nn.Module:
+    """A HunyuanImage 2.1 denoiser in miniature: 2 heads of 16 channels, dual- then single-stream
+    blocks, one token-refiner layer, `patch_size` (two entries: text-to-image on (B, C, H, W)
+    latents, rotary axes 8 + 8; three: the refiner's (B, C, F, H, W) latents, axes 4 + 6 + 6), MLLM
+    text of 16 channels and, with `byt5`, ByT5 text of 12."""
+    from diffusers import HunyuanImageTransformer2DModel
+
+    torch.manual_seed(0)
+    return HunyuanImageTransformer2DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=layers,
+        num_single_layers=single_layers,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        patch_size=tuple(patch_size),
+        text_embed_dim=16,
+        text_embed_2_dim=12 if byt5 else None,
+        rope_axes_dim=(8, 8) if len(patch_size) == 2 else (4, 6, 6),
+    ).eval()
+
+
+def hunyuan_image_inputs(
+    batch: int = 2, latent=(12, 20), t=(700, 30), byt5: bool = True, seed: int = 1
+) -> dict:
+    """One forward's inputs as HunyuanImagePipeline passes them: a (B, 4, H, W) latent (a 6x10 token
+    grid by default; give `latent` three sizes for the refiner's (B, 4, F, H, W)), 5 MLLM tokens
+    (row 0 pads the last one, row 1 the last two) and, with `byt5`, 4 ByT5 tokens (row 0 pads the
+    last two)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, 5)
+    mask[0, -1:] = 0
+    mask[1:, -2:] = 0
+    kw = dict(
+        hidden_states=torch.randn(batch, 4, *latent, generator=g),
+        timestep=torch.tensor(t[:batch], dtype=torch.float32),
+        encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        encoder_attention_mask=mask,
+        return_dict=False,
+    )
+    if byt5:
+        mask_2 = torch.ones(batch, 4)
+        mask_2[0, -2:] = 0
+        kw.update(encoder_hidden_states_2=torch.randn(batch, 4, 12, generator=g), encoder_attention_mask_2=mask_2)
+    return kw
+
+
+tiny("HunyuanImageTransformer2DModel", "hunyuan-image", make_tiny_hunyuan_image, lambda: ((), hunyuan_image_inputs(2)))
+tiny(
+    "HunyuanImageTransformer2DModel",
+    "hunyuan-image-refiner",
+    lambda: make_tiny_hunyuan_image(patch_size=(1, 2, 2), byt5=False),
+    lambda: ((), hunyuan_image_inputs(2, latent=(1, 12, 20), byt5=False)),
+)
+
+
 def make_tiny_mochi(layers: int = 3) -> nn.Module:
     """A Mochi denoiser in miniature: 2 heads of 16 channels on the video stream (32 wide) and a text
     stream 24 wide, patch 2, `layers` blocks (the last one `context_pre_only`). The learned rotary

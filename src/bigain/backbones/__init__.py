@@ -23,6 +23,7 @@ from .flux_relatives import BriaBackbone, LongCatImageBackbone, OvisImageBackbon
 from .hidream import HiDreamBackbone
 from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
+from .hunyuan_video_relatives import HunyuanImageBackbone, HunyuanVideo15Backbone
 from .ltx import LTXBackbone
 from .lumina2 import Lumina2Backbone
 from .mochi import MochiBackbone
@@ -61,6 +62,8 @@ BACKBONES: list[Backbone] = [
     ConsisIDBackbone(),
     HiDreamBackbone(),
     ZImageBackbone(),
+    HunyuanVideo15Backbone(),
+    HunyuanImageBackbone(),
     MochiBackbone(),
     CosmosBackbone(),
 ]
