@@ -121,6 +121,14 @@ def _loop_case(name: str):
         kw.pop("t")
         # as ZImagePipeline: (1000 - t) / 1000 for the scheduler's t; one (C, 1, H, W) output per sample
         return m, lambda f, t: torch.stack(f(t=(1000 - t.expand(2)) / 1000, return_dict=False, **kw)[0])
+    if name == "ltx2":
+        from tiny_models import ltx2_inputs, make_tiny_ltx2
+
+        m = make_tiny_ltx2()
+        kw = ltx2_inputs(2)
+        kw.pop("timestep")
+        kw.pop("sigma")
+        return m, lambda f, t: f(timestep=t.expand(2), sigma=t.expand(2), **kw)[0]  # as LTX2Pipeline
     m = make_tiny_flux(double=1, single=2)
     kw = flux_inputs(2)
     kw.pop("timestep")
@@ -138,7 +146,7 @@ def _counting_backend():
     return backend, calls
 
 
-@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image", "hunyuan-image"])
+@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image", "hunyuan-image", "ltx2"])
 @pytest.mark.parametrize("method", METHODS)
 def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     """Every step of a loop, the last at t = 0, gives the eager output; at most two graphs.
@@ -149,7 +157,7 @@ def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     model, step = _loop_case(backbone)
     plain, plain_step = _loop_case(backbone)
     opts = {"alpha_schedule": (0.8, 1.2)} if method == "bigain-td" else {}
-    if backbone in ("sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image", "hunyuan-image"):
+    if backbone in ("sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image", "hunyuan-image", "ltx2"):
         opts["blocks"] = "all"
     bigain.apply(model, method, **opts)
     backend, graphs = _counting_backend()

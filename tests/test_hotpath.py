@@ -43,7 +43,7 @@ from tiny_models import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "hunyuan-video-1.5", "hunyuan-image", "mochi", "cosmos"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "hunyuan-video-1.5", "hunyuan-image", "ltx2", "mochi", "cosmos"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
@@ -177,6 +177,14 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_hidream(experts=0).train().to(device)
         kw = _move(hidream_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "ltx2":
+        from tiny_models import ltx2_inputs, make_tiny_ltx2
+
+        # LTX-2.3's options (split rotary tables, gated and perturbed attention), the pipeline's coordinates,
+        # keyframe tokens appended after the grid (image-to-video's per-token timesteps)
+        m = make_tiny_ltx2(split=True).to(device)
+        kw = _move(ltx2_inputs(2, appended=6), device)
+        return m, lambda: m(**kw)
     if name == "mochi":
         from tiny_models import make_tiny_mochi, mochi_inputs
 
@@ -197,7 +205,6 @@ def _case(name: str, device: torch.device = META):
         def call():
             # The processor picks each sample's unpadded text with torch.nonzero, which the meta device
             # serves only told to assume every entry is nonzero (the model's own read, not bigain's).
-
             with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
                 return m(**kw)
 

@@ -998,6 +998,100 @@ tiny(
 )
 
 
+def make_tiny_ltx2(layers: int = 2, split: bool = False) -> nn.Module:
+    """An LTX-2 denoiser in miniature: video 2 heads of 16 channels (inner 32, not a multiple of 6, so
+    the rotary tables carry padding channels), audio 2 heads of 8, 4 latent channels each, text
+    captions of 16 channels. `split`: LTX-2.3's options (split rotary tables, gated attention, the
+    prompt's cross-attention modulation, the perturbed-attention processor of spatio-temporal guidance)."""
+    from diffusers import LTX2VideoTransformer3DModel
+
+    options = {}
+    if split:
+        options = dict(
+            rope_type="split", gated_attn=True, audio_gated_attn=True, cross_attn_mod=True,
+            audio_cross_attn_mod=True, perturbed_attn=True,
+        )
+    torch.manual_seed(0)
+    return LTX2VideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        cross_attention_dim=32,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=8,
+        audio_cross_attention_dim=16,
+        num_layers=layers,
+        caption_channels=16,
+        **options,
+    ).eval()
+
+
+def ltx2_coords(batch: int, grid=(2, 6, 10), audio: int = 5, fps: float = 24.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (video, audio) coordinates the LTX-2 pipelines make with the model's rotary modules (at the
+    published VAE scale factors and causal offset; the coordinates do not depend on the widths)."""
+    from diffusers.models.transformers.transformer_ltx2 import LTX2AudioVideoRotaryPosEmbed
+
+    cpu = torch.device("cpu")
+    video = LTX2AudioVideoRotaryPosEmbed(dim=32).prepare_video_coords(batch, *grid, cpu, fps=fps)
+    sound = LTX2AudioVideoRotaryPosEmbed(dim=16, scale_factors=(4,), modality="audio")
+    return video, sound.prepare_audio_coords(batch, audio, cpu)
+
+
+def ltx2_inputs(
+    batch: int = 2, grid=(2, 6, 10), audio: int = 5, t=(700, 30), per_token: bool = False, appended: int = 0,
+    coords: bool = True, seed: int = 1,
+) -> dict:
+    """One forward's inputs as LTX2Pipeline passes them: packed video tokens on a frames x height x
+    width grid (and the grid as num_frames/height/width), `audio` audio tokens, 5 text tokens per
+    stream (the last one masked), t on the 0-1000 scale (also as `sigma`, which LTX-2.3 reads), and
+    the pipeline's video and audio coordinates (`coords`). `per_token`: image-to-video's (B, S)
+    timesteps, the first frame's tokens at 0. `appended`: LTX2ConditionPipeline-style keyframe tokens
+    after the grid's, at the first frame's first positions, their timesteps 0 (per-token timesteps
+    come with the audio's own `audio_timestep`)."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    n = f * h * w + appended
+    mask = torch.ones(batch, 5)
+    mask[:, -1] = 0
+    ts = torch.tensor(t[:batch], dtype=torch.float32)
+    out = dict(
+        hidden_states=torch.randn(batch, n, 4, generator=g),
+        audio_hidden_states=torch.randn(batch, audio, 4, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        audio_encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        timestep=ts,
+        sigma=ts,
+        encoder_attention_mask=mask,
+        audio_encoder_attention_mask=mask,
+        num_frames=f,
+        height=h,
+        width=w,
+        audio_num_frames=audio,
+        return_dict=False,
+    )
+    if coords:
+        video, sound = ltx2_coords(batch, grid, audio)
+        if appended:
+            video = torch.cat([video, video[:, :, :appended]], dim=2)
+        out.update(video_coords=video, audio_coords=sound)
+    if per_token or appended:
+        tok = ts[:, None].expand(batch, n).clone()
+        if per_token:
+            tok[:, : h * w] = 0
+        if appended:
+            tok[:, n - appended :] = 0
+        out.update(timestep=tok, audio_timestep=ts)  # the audio's own step, as the pipelines pass it
+    return out
+
+
+# 4 blocks: the default placement takes block 1; a 2x6x10 video grid, 5 audio tokens
+tiny("LTX2VideoTransformer3DModel", "ltx2", lambda: make_tiny_ltx2(4), lambda: ((), ltx2_inputs(2)))
+tiny("LTX2VideoTransformer3DModel", "ltx2.3-split", lambda: make_tiny_ltx2(4, split=True), lambda: ((), ltx2_inputs(2, appended=6)))
+
+
 def make_tiny_mochi(layers: int = 3) -> nn.Module:
     """A Mochi denoiser in miniature: 2 heads of 16 channels on the video stream (32 wide) and a text
     stream 24 wide, patch 2, `layers` blocks (the last one `context_pre_only`). The learned rotary

@@ -25,6 +25,7 @@ from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .hunyuan_video_relatives import HunyuanImageBackbone, HunyuanVideo15Backbone
 from .ltx import LTXBackbone
+from .ltx2 import LTX2Backbone
 from .lumina2 import Lumina2Backbone
 from .mochi import MochiBackbone
 from .qwen_image import QwenImageBackbone
@@ -64,6 +65,7 @@ BACKBONES: list[Backbone] = [
     ZImageBackbone(),
     HunyuanVideo15Backbone(),
     HunyuanImageBackbone(),
+    LTX2Backbone(),
     MochiBackbone(),
     CosmosBackbone(),
 ]
