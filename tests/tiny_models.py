@@ -878,3 +878,66 @@ def z_image_inputs(
 
 
 tiny("ZImageTransformer2DModel", "z-image", make_tiny_z_image, lambda: ((), z_image_inputs(2)))  # a 6x10 grid
+
+
+def make_tiny_kandinsky5(layers: int = 4, text_layers: int = 1, visual_cond: bool = False) -> nn.Module:
+    """A Kandinsky 5 denoiser in miniature: 2 heads of 16 channels (rotary axes 4 + 6 + 6), one text
+    block, `layers` visual blocks, patch (1, 2, 2) on 4 latent channels. The modulation layers start
+    at zero in diffusers (every block an identity): they are drawn at random here."""
+    from diffusers import Kandinsky5Transformer3DModel
+
+    torch.manual_seed(0)
+    model = Kandinsky5Transformer3DModel(
+        in_visual_dim=4,
+        in_text_dim=12,
+        in_text_dim2=8,
+        time_dim=16,
+        out_visual_dim=4,
+        patch_size=(1, 2, 2),
+        model_dim=32,
+        ff_dim=64,
+        num_text_blocks=text_layers,
+        num_visual_blocks=layers,
+        axes_dims=(4, 6, 6),
+        visual_cond=visual_cond,
+    ).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module).__name__ == "Kandinsky5Modulation":
+                module.out_layer.weight.normal_(std=0.2)
+                module.out_layer.bias.normal_(std=0.2)
+    return model
+
+
+def kandinsky5_inputs(
+    batch: int = 2, grid=(2, 6, 10), text: int = 5, t=(700.0, 30.0), visual_cond: bool = False, seed: int = 1
+) -> dict:
+    """One forward's inputs as Kandinsky5T2VPipeline passes them: a channels-last (B, F, 2H, 2W, 4)
+    latent for an F x H x W token grid (with `visual_cond`, the conditioning frame and its mask as 5
+    more channels), `text` prompt tokens, the pooled prompt, and the rotary positions of the grid and
+    the text. The model returns its output tensor itself with return_dict=False."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    x = torch.randn(batch, f, 2 * h, 2 * w, 4, generator=g)
+    if visual_cond:
+        cond, mask = torch.zeros_like(x), torch.zeros(batch, f, 2 * h, 2 * w, 1)
+        cond[:, :1], mask[:, :1] = torch.randn(batch, 1, 2 * h, 2 * w, 4, generator=g), 1.0
+        x = torch.cat([x, cond, mask], dim=-1)
+    return dict(
+        hidden_states=x,
+        encoder_hidden_states=torch.randn(batch, text, 12, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        pooled_projections=torch.randn(batch, 8, generator=g),
+        visual_rope_pos=[torch.arange(f), torch.arange(h), torch.arange(w)],
+        text_rope_pos=torch.arange(text),
+    )
+
+
+# Kandinsky 5 returns its output tensor itself with return_dict=False: `Tiny.forward` compares sample 0.
+tiny("Kandinsky5Transformer3DModel", "kandinsky5", make_tiny_kandinsky5, lambda: ((), kandinsky5_inputs(2)))
+tiny(
+    "Kandinsky5Transformer3DModel",
+    "kandinsky5-i2v",
+    lambda: make_tiny_kandinsky5(visual_cond=True),
+    lambda: ((), kandinsky5_inputs(2, visual_cond=True)),
+)

@@ -22,6 +22,7 @@ from .flux_relatives import BriaBackbone, LongCatImageBackbone, OvisImageBackbon
 from .hidream import HiDreamBackbone
 from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
+from .kandinsky import Kandinsky5Backbone
 from .ltx import LTXBackbone
 from .lumina2 import Lumina2Backbone
 from .qwen_image import QwenImageBackbone
@@ -59,6 +60,7 @@ BACKBONES: list[Backbone] = [
     ConsisIDBackbone(),
     HiDreamBackbone(),
     ZImageBackbone(),
+    Kandinsky5Backbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
