@@ -43,7 +43,7 @@ from tiny_models import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "kandinsky5"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "kandinsky5", "sana-video"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
@@ -164,6 +164,12 @@ def _case(name: str, device: torch.device = META):
 
         m = make_tiny_kandinsky5(layers=2).to(device)
         kw = _move(kandinsky5_inputs(2), device)  # the pipeline makes the rotary positions on the device
+        return m, lambda: m(**kw)
+    if name == "sana-video":
+        from tiny_models import make_tiny_sana_video, sana_video_inputs
+
+        m = make_tiny_sana_video(layers=2).to(device)
+        kw = _move(sana_video_inputs(2, i2v=True), device)  # per-token timesteps
         return m, lambda: m(**kw)
     if name == "hidream":
         from tiny_models import hidream_inputs, make_tiny_hidream

@@ -941,3 +941,53 @@ tiny(
     lambda: make_tiny_kandinsky5(visual_cond=True),
     lambda: ((), kandinsky5_inputs(2, visual_cond=True)),
 )
+
+
+def make_tiny_sana_video(layers: int = 4) -> nn.Module:
+    """A SANA-Video denoiser in miniature: 2 heads of 16 channels (Wan's rotary split 8 + 4 + 4),
+    linear self-attention and cross-attention of 2 heads of 16, patch (1, 2, 2) on 4 latent channels."""
+    from diffusers import SanaVideoTransformer3DModel
+
+    torch.manual_seed(0)
+    return SanaVideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=layers,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=16,
+        cross_attention_dim=32,
+        caption_channels=12,
+        mlp_ratio=2.0,
+        sample_size=8,
+        patch_size=(1, 2, 2),
+    ).eval()
+
+
+def sana_video_inputs(batch: int = 2, grid=(2, 6, 10), t=(700.0, 30.0), i2v: bool = False, seed: int = 1) -> dict:
+    """One forward's inputs as SanaVideoPipeline passes them: a (B, 4, F, 2H, 2W) latent for an
+    F x H x W token grid, 5 text tokens of which row 0 pads the last one and row 1 the last two, and
+    the timesteps; with `i2v`, SanaImageToVideoPipeline's per-token timesteps (B, 1, F, H, W), 0 on
+    the conditioning frame."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    mask = torch.ones(batch, 5)
+    mask[0, -1:] = 0
+    mask[1:, -2:] = 0
+    timestep = torch.tensor(t[:batch])
+    if i2v:
+        cond = torch.zeros(batch, 1, f, h, w)
+        cond[:, :, 0] = 1.0
+        timestep = timestep[:, None, None, None, None] * (1 - cond)
+    return dict(
+        hidden_states=torch.randn(batch, 4, f, 2 * h, 2 * w, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, 12, generator=g),
+        encoder_attention_mask=mask,
+        timestep=timestep,
+        return_dict=False,
+    )
+
+
+tiny("SanaVideoTransformer3DModel", "sana-video", make_tiny_sana_video, lambda: ((), sana_video_inputs(2)))
+tiny("SanaVideoTransformer3DModel", "sana-video-i2v", make_tiny_sana_video, lambda: ((), sana_video_inputs(2, i2v=True)))

@@ -27,6 +27,7 @@ from .ltx import LTXBackbone
 from .lumina2 import Lumina2Backbone
 from .qwen_image import QwenImageBackbone
 from .qwen_image21 import QwenImage21Backbone
+from .sana_video import SanaVideoBackbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
@@ -61,6 +62,7 @@ BACKBONES: list[Backbone] = [
     HiDreamBackbone(),
     ZImageBackbone(),
     Kandinsky5Backbone(),
+    SanaVideoBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
