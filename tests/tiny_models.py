@@ -991,3 +991,38 @@ def sana_video_inputs(batch: int = 2, grid=(2, 6, 10), t=(700.0, 30.0), i2v: boo
 
 tiny("SanaVideoTransformer3DModel", "sana-video", make_tiny_sana_video, lambda: ((), sana_video_inputs(2)))
 tiny("SanaVideoTransformer3DModel", "sana-video-i2v", make_tiny_sana_video, lambda: ((), sana_video_inputs(2, i2v=True)))
+
+
+def make_tiny_easyanimate(layers: int = 4, mmdit_layers: int | None = None) -> nn.Module:
+    """An EasyAnimate denoiser in miniature: 2 heads of 16 channels, patch 2 on 4 latent channels,
+    12 text channels; every block MMDiT (as published) unless `mmdit_layers` says fewer."""
+    from diffusers import EasyAnimateTransformer3DModel
+
+    torch.manual_seed(0)
+    return EasyAnimateTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        patch_size=2,
+        num_layers=layers,
+        mmdit_layers=layers if mmdit_layers is None else mmdit_layers,
+        time_embed_dim=16,
+        text_embed_dim=12,
+    ).eval()
+
+
+def easyanimate_inputs(batch: int = 2, grid=(2, 6, 10), text: int = 5, t=(700.0, 30.0), seed: int = 1) -> dict:
+    """One forward's inputs as EasyAnimatePipeline passes them: a (B, 4, F, 2H, 2W) latent for an
+    F x H x W token grid, `text` prompt tokens and the timesteps (the model makes its rotary tables)."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    return dict(
+        hidden_states=torch.randn(batch, 4, f, 2 * h, 2 * w, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_hidden_states=torch.randn(batch, text, 12, generator=g),
+        return_dict=False,
+    )
+
+
+tiny("EasyAnimateTransformer3DModel", "easyanimate", make_tiny_easyanimate, lambda: ((), easyanimate_inputs(2)))

@@ -15,6 +15,7 @@ from .cogvideox import CogVideoXBackbone
 from .cogvideox_relatives import ConsisIDBackbone
 from .cogview4 import CogView4Backbone
 from .dit import DiTBackbone
+from .easyanimate import EasyAnimateBackbone
 from .families import SPECS
 from .flux import FluxBackbone
 from .flux2 import Flux2Backbone
@@ -63,6 +64,7 @@ BACKBONES: list[Backbone] = [
     ZImageBackbone(),
     Kandinsky5Backbone(),
     SanaVideoBackbone(),
+    EasyAnimateBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 
