@@ -43,7 +43,7 @@ from tiny_models import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "kandinsky5", "sana-video", "easyanimate"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "hunyuan-video-1.5", "hunyuan-image", "ltx2", "kandinsky5", "sana-video", "easyanimate"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
@@ -129,6 +129,16 @@ def _case(name: str, device: torch.device = META):
         return m, lambda: m(**kw)
     if name == "qwen-image-2.1":
         return _qwen_image21_case(device)
+    if name == "hunyuan-video-1.5":
+        return _hunyuan_video15_case(device)
+    if name == "hunyuan-image":
+        from tiny_models import hunyuan_image_inputs, make_tiny_hunyuan_image
+
+        # without ByT5: the forward's reordering of ByT5 and MLLM tokens indexes by the masks' values,
+        # which the meta device does not have
+        m = make_tiny_hunyuan_image(byt5=False).to(device)
+        kw = _move(hunyuan_image_inputs(2, byt5=False), device)
+        return m, lambda: m(**kw)
     if name in ("skyreels-v2", "wan-vace", "chronoedit"):
         import tiny_models
 
@@ -194,6 +204,14 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_hidream(experts=0).train().to(device)
         kw = _move(hidream_inputs(2), device)
         return m, lambda: m(**kw)
+    if name == "ltx2":
+        from tiny_models import ltx2_inputs, make_tiny_ltx2
+
+        # LTX-2.3's options (split rotary tables, gated and perturbed attention), the pipeline's coordinates,
+        # keyframe tokens appended after the grid (image-to-video's per-token timesteps)
+        m = make_tiny_ltx2(split=True).to(device)
+        kw = _move(ltx2_inputs(2, appended=6), device)
+        return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)
         kw = _move(qwen_image_inputs(2), device)
@@ -231,6 +249,34 @@ def _qwen_image21_case(device: torch.device):
         x = joint
         for block in m.transformer_blocks:
             x = block(hidden_states=x, **block_kw)
+        return (m.proj_out(x),)
+
+    m.forward = block_loop
+    return m, lambda: m(**kw)
+
+
+def _hunyuan_video15_case(device: torch.device):
+    """HunyuanVideo 1.5 on `device`. diffusers' forward orders the conditions on the host (`if` on
+    `torch.all(image_embeds == 0)`, boolean indexing by the masks: reads the meta device cannot
+    serve), so here the model's forward is its block loop, with the blocks' inputs (video tokens,
+    conditions, their mask, modulation, rotary tables) captured once from a CPU forward beforehand.
+    What runs and is counted: bigain's read of the forward's arguments, the blocks and bigain's hooks."""
+    from tiny_models import hunyuan_video15_inputs, make_tiny_hunyuan_video15
+
+    m = make_tiny_hunyuan_video15(layers=2)
+    kw = hunyuan_video15_inputs(2)
+    seen: list = []
+    h = m.transformer_blocks[0].register_forward_pre_hook(lambda mod, a: seen.append(a))
+    with torch.no_grad():
+        m(**kw)
+    h.remove()
+    m.to(device)
+    kw, (x0, *block_args) = _move(kw, device), _move(seen[0], device)
+
+    def block_loop(hidden_states, timestep, **_):
+        x, enc = x0, block_args[0]
+        for block in m.transformer_blocks:
+            x, enc = block(x, enc, *block_args[1:])
         return (m.proj_out(x),)
 
     m.forward = block_loop

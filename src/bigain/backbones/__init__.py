@@ -23,8 +23,10 @@ from .flux_relatives import BriaBackbone, LongCatImageBackbone, OvisImageBackbon
 from .hidream import HiDreamBackbone
 from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
+from .hunyuan_video_relatives import HunyuanImageBackbone, HunyuanVideo15Backbone
 from .kandinsky import Kandinsky5Backbone
 from .ltx import LTXBackbone
+from .ltx2 import LTX2Backbone
 from .lumina2 import Lumina2Backbone
 from .qwen_image import QwenImageBackbone
 from .qwen_image21 import QwenImage21Backbone
@@ -62,6 +64,9 @@ BACKBONES: list[Backbone] = [
     ConsisIDBackbone(),
     HiDreamBackbone(),
     ZImageBackbone(),
+    HunyuanVideo15Backbone(),
+    HunyuanImageBackbone(),
+    LTX2Backbone(),
     Kandinsky5Backbone(),
     SanaVideoBackbone(),
     EasyAnimateBackbone(),
