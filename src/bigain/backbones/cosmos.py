@@ -41,17 +41,12 @@ floor(28 j / depth) is in {1-5, 7-11}): the 2B/7B models' 28 blocks take exactly
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement
 
 
 def _edm_level(c: float) -> float:
@@ -80,10 +75,10 @@ class CosmosBackbone(Backbone):
         return relative_placement(len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 5:
             raise ValueError("bigain: the Cosmos transformer input must be a (B, C, F, H, W) latent")
-        t = _arg(args, kwargs, 1, "timestep")
+        t = call_arg(args, kwargs, 1, "timestep")
         if isinstance(t, torch.Tensor) and t.dim() == 5:
             t = t.flatten(1).amax(dim=1)  # per frame (B, 1, F, 1, 1): the row's noisiest frame
         edm = getattr(model.config, "extra_pos_embed_type", None) == "learnable"  # Cosmos 1.0

@@ -35,23 +35,17 @@ frame (st=1), as Wan.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement
 from .cogvideox import CogVideoXBackbone
 
 SHARED_PROJECTIONS = (
     "this EasyAnimate model has blocks past mmdit_layers, whose attention processor joins text and video "
     "before the key/value projections, so the video keys and values cannot be downsampled apart from the text"
 )
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
 
 
 def _mmdit(block: nn.Module) -> bool:
@@ -80,10 +74,10 @@ class EasyAnimateBackbone(Backbone):
         return relative_placement(len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 5:
             raise ValueError("bigain: the EasyAnimate transformer input must be a (B, C, F, H, W) latent")
-        dev, host = as_timesteps(_arg(args, kwargs, 1, "timestep"), x.shape[0], x.device)
+        dev, host = as_timesteps(call_arg(args, kwargs, 1, "timestep"), x.shape[0], x.device)
         p = int(model.config.patch_size)
         f, h, w = (int(s) for s in x.shape[-3:])
         info = ForwardInfo(ops.Grid(f, h // p, w // p), dev, host)

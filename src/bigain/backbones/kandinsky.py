@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement
 
 _NABLA = (
     "Kandinsky 5's sparse nabla attention (attention_type='nabla', sparse_params) reorders the video "
@@ -48,10 +48,6 @@ _NABLA = (
     "tokens and a mask made for the full grid, so it cannot take fewer queries or keys; use "
     "attention_type='regular'"
 )
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
 
 
 class Kandinsky5Backbone(Backbone):
@@ -84,12 +80,12 @@ class Kandinsky5Backbone(Backbone):
         return relative_placement(len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 5:
             raise ValueError("bigain: the Kandinsky 5 transformer input must be a (B, F, H, W, C) latent")
-        if _arg(args, kwargs, 7, "sparse_params") is not None:
+        if call_arg(args, kwargs, 7, "sparse_params") is not None:
             raise ValueError(f"bigain: {_NABLA}")
-        dev, host = as_timesteps(_arg(args, kwargs, 2, "timestep"), x.shape[0], x.device)
+        dev, host = as_timesteps(call_arg(args, kwargs, 2, "timestep"), x.shape[0], x.device)
         p_t, p_h, p_w = (int(p) for p in model.config.patch_size)
         f, h, w = (int(s) for s in x.shape[1:4])
         return ForwardInfo(ops.Grid(f // p_t, h // p_h, w // p_w), dev, host)

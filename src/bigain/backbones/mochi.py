@@ -48,11 +48,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement
 
 
 class MochiBackbone(Backbone):
@@ -76,10 +72,10 @@ class MochiBackbone(Backbone):
         return relative_placement(len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 5:
             raise ValueError("bigain: the Mochi transformer input must be a (B, C, F, H, W) latent")
-        dev, host = as_timesteps(_arg(args, kwargs, 2, "timestep"), x.shape[0], x.device)
+        dev, host = as_timesteps(call_arg(args, kwargs, 2, "timestep"), x.shape[0], x.device)
         if dev is not None:  # reversed: t = 1000 * (1 - sigma)
             dev = 1000.0 - dev
         if host is not None:

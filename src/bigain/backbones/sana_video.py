@@ -37,16 +37,12 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement
 
 LINEAR = (
     "its self-attention is linear (keys and values are summed into a head_dim x head_dim state): there is no "
     "N x N attention map for KV downsampling to make cheaper"
 )
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
 
 
 def _positions(plan: Any) -> torch.Tensor:
@@ -97,10 +93,10 @@ class SanaVideoBackbone(Backbone):
         return relative_placement(len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 5:
             raise ValueError("bigain: the SANA-Video transformer input must be a (B, C, F, H, W) latent")
-        t = _arg(args, kwargs, 2, "timestep")
+        t = call_arg(args, kwargs, 2, "timestep")
         if isinstance(t, torch.Tensor) and t.dim() > 1:
             t = t.flatten(1).amax(dim=1)  # per-token timesteps (image-to-video): the row's denoising step
         dev, host = as_timesteps(t, x.shape[0], x.device)
