@@ -238,7 +238,7 @@ def test_a_mask_bigain_cannot_cut_is_refused():
     handle = m.double_stream_blocks[0].block.attn1.register_forward_pre_hook(
         lambda mod, a, k: ((a[0], a[1][:, None]) + tuple(a[2:]), k), with_kwargs=True
     )
-    with pytest.raises(ValueError, match=r"mask \(2, 1, 64\) is not the \(B, 64\) mask over its input"):
+    with pytest.raises(ValueError, match=r"hidden_states_masks \(2, 1, 64\) is not the \(B, 64\) mask over its input"):
         run_kw(m, hidream_inputs(2))
     handle.remove()
     bigain.remove(m)

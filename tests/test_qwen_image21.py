@@ -237,10 +237,10 @@ def test_the_rotary_split_is_made_once_per_forward_with_the_same_output(qwen, mo
         bigain.remove(qwen)
 
     # bit-identical to splitting the table again in every block (the code before the cache)
-    def split_per_block(self, tables):
+    def split_per_block(self, tables, rest):
         cos, sin = self.state.backbone.rope_rows(tables)
         n_text = cos.shape[0] - self.state.current().grid.tokens
-        return (cos[:n_text], sin[:n_text]), cos[n_text:], sin[n_text:]
+        return (cos[:n_text], sin[:n_text]), cos[n_text:], sin[n_text:], None
 
     monkeypatch.setattr(hooks._BlockHooks, "_split_rope", split_per_block)
     for method in ("tome", "todo"):

@@ -211,7 +211,10 @@ def render(root: Path | str = ".") -> str:
             continue
         methods = "all" if r.methods == every else ", ".join(r.methods) or "none"
         if r.refused:
-            methods += "; refuses " + "; ".join(f"{m} ({why})" for m, why in r.refused.items())
+            by_reason: dict[str, list[str]] = {}
+            for m, why in r.refused.items():
+                by_reason.setdefault(why, []).append(m)
+            methods += "; refuses " + "; ".join(f"{', '.join(ms)} ({why})" for why, ms in by_reason.items())
         tested = ", ".join(f"`{n}`" for n in r.tested_by) or ("**untested**" if tiny is not None else "–")
         lines.append(
             f"| `{r.cls}` | {r.family} | yes (`{r.backbone.name}`) | {_cell(methods)} | {_cell(r.placement)} | {tested} |"

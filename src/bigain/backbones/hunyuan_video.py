@@ -47,6 +47,7 @@ PROCESSORS = ("HunyuanVideoAttnProcessor2_0",)
 class HunyuanVideoBackbone(Backbone):
     name = "hunyuan"
     classes = ("HunyuanVideoTransformer3DModel",)
+    label = "HunyuanVideo"  # the family in messages
     default_metric = "attn"
     placement = (
         "the DiT-XL/2 placement mapped by relative depth over the dual- then single-stream blocks "
@@ -81,7 +82,7 @@ class HunyuanVideoBackbone(Backbone):
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         x = args[0] if args else kwargs.get("hidden_states")
         if x is None or x.dim() != 5:
-            raise ValueError("bigain: the HunyuanVideo transformer input must be a (B, C, F, H, W) latent")
+            raise ValueError(f"bigain: the {self.label} transformer input must be a (B, C, F, H, W) latent")
         t = args[1] if len(args) > 1 else kwargs.get("timestep")
         dev, host = as_timesteps(t, x.shape[0], x.device)
         p, p_t = int(model.config.patch_size), int(model.config.patch_size_t)
