@@ -139,13 +139,14 @@ class Site:
         """How the counted attention matmuls follow the tokens: "softmax" (QK^T and AV over every
         token, 4 B heads (N + other)^2 d); "prefix" (block-causal, Qwen-Image 2.1: the image queries
         attend to every key, 4 B heads d N (N + other), and the other tokens, a prefix, only to
-        themselves, which no compression changes); "linear" (linear attention's K^T V and Q (K^T V)
-        with a normaliser row, Sana: 2 B heads d (d + 1) per query and per key); else "unknown" (the
-        arithmetic refuses the site)."""
+        themselves, which no compression changes); "linear" (linear attention, Sana and SANA-Video:
+        K^T V and Q (K^T V) plus a normaliser, between 4 d^2 and 4 d^2 + 4 d per token and head);
+        else "unknown" (the arithmetic refuses the site)."""
         if self.core == self.core_formula():
             return "softmax"
         h, d = self.heads, self.head_dim
-        if self.core == sum(4 * b * h * d * (d + 1) * (n + t) for b, n, t in self.calls):
+        tokens = sum(b * h * (n + t) for b, n, t in self.calls)
+        if tokens and self.core % tokens == 0 and 4 * d * d <= self.core // tokens <= 4 * d * (d + 1):
             return "linear"
         low = sum(4 * b * h * d * n * (n + t) for b, n, t in self.calls)
         high = low + sum(4 * b * h * d * t * t for b, n, t in self.calls)
@@ -156,11 +157,15 @@ class Site:
     def image_attention(self, batch: int, other: int, queries: int, keys: int) -> int:
         """The attention matmuls of one call that depend on the image: `queries` image queries and
         `keys` image keys beside `other` tokens (the prefix's own attention, where it attends to
-        itself only, left out)."""
+        itself only, left out). Linear attention: only as many queries as keys (its split between
+        them is not known from the count)."""
         h, d = self.heads, self.head_dim
         form = self.form
-        if form == "linear":  # K^T V over the keys, then Q (K^T V) over the queries
-            return 2 * batch * h * d * (d + 1) * (keys + queries + 2 * other)
+        if form == "linear":
+            if queries != keys:
+                raise ValueError(f"{self.name}: linear attention with fewer keys than queries is not modelled")
+            per = self.core // sum(b * h * (n + t) for b, n, t in self.calls)
+            return batch * h * per * (queries + other)
         if form == "prefix":
             return 4 * batch * h * d * queries * (keys + other)
         return 4 * batch * h * d * (queries + other) * (keys + other)
@@ -200,9 +205,10 @@ def is_text_projection(name: str) -> bool:
 
 def _projection_costs(attn: nn.Module) -> dict[str, int]:
     """FLOPs per token of every linear layer of the attention's image stream, by name: "q", "k", "v",
-    "out" for to_q, to_k, to_v, to_out(.0); fused projections under their own names (Flux 2's
+    "out" for to_q, to_k, to_v, to_out(.0) (Kandinsky 5: to_query, to_key, to_value, out_layer); fused projections under their own names (Flux 2's
     `to_qkv_mlp_proj`, whose MLP share a token method reduces too)."""
     short = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out": "out", "to_out.0": "out"}
+    short.update({"to_query": "q", "to_key": "k", "to_value": "v", "out_layer": "out"})  # Kandinsky 5
     out = {}
     for name, lin in attn.named_modules():
         if name and isinstance(lin, nn.Linear) and not is_text_projection(name):
@@ -211,9 +217,10 @@ def _projection_costs(attn: nn.Module) -> dict[str, int]:
 
 
 def _heads(attn: nn.Module) -> tuple[int, int]:
-    """(heads, head dim) of an attention: its `heads`, and `to_q`'s width over them (or `head_dim`)."""
-    heads = int(attn.heads)
-    q = getattr(attn, "to_q", None)
+    """(heads, head dim) of an attention: its `heads` (`num_heads`), and its query projection's width
+    over them (or `head_dim`)."""
+    heads = int(attn.heads if hasattr(attn, "heads") else attn.num_heads)
+    q = getattr(attn, "to_q", getattr(attn, "to_query", None))
     if isinstance(q, nn.Linear):
         return heads, q.out_features // heads
     return heads, int(attn.head_dim)
