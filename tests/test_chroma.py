@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_backbones import _PermuteConfig
-from test_wan import _PermutedKeys
+from family_checks import METHODS, every_method_changes_the_output, rows_follow_keys, rows_follow_tokens
 
 import bigain
 from bigain import ops
@@ -18,7 +17,6 @@ from bigain.backbones import ChromaBackbone, find_backbone
 from conftest import run_kw, seen_forward
 from tiny_models import chroma_inputs, make_tiny_chroma
 
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 TEXT, H, W = 5, 6, 10
 
 
@@ -34,17 +32,8 @@ def test_adapter_grid_timesteps_and_default_placement():
 
 
 def test_every_method_compresses_both_block_kinds_and_removal_is_exact():
-    ch = make_tiny_chroma()
-    kw = chroma_inputs(2)
-    base = run_kw(ch, kw)
-    for method in METHODS:
-        for blocks in ((0, 1), (2, 3)):  # double-stream, single-stream
-            bigain.apply(ch, method, blocks=blocks)
-            out = run_kw(ch, kw)
-            bigain.remove(ch)
-            assert out.shape == base.shape and torch.isfinite(out).all()
-            assert not torch.equal(out, base), (method, blocks)
-    assert torch.equal(run_kw(ch, kw), base)
+    double, single = (0, 1), (2, 3)
+    every_method_changes_the_output(make_tiny_chroma(), chroma_inputs(2), (double, single))
 
 
 def _attention_calls(ch, monkeypatch):
@@ -145,35 +134,11 @@ def test_a_mask_bigain_cannot_cut_is_refused():
 
 
 def test_rotary_positions_follow_reordered_tokens(monkeypatch):
-    ch = make_tiny_chroma()
-    kw = chroma_inputs(2)
-    base = run_kw(ch, kw)
-    bigain.apply(ch, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = run_kw(ch, kw)
-    bigain.remove(ch)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(ChromaBackbone, "rope_kwarg", None)
-    bigain.apply(ch, _PermuteConfig(blocks="all"))
-    wrong = run_kw(ch, kw)
-    bigain.remove(ch)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(make_tiny_chroma(), chroma_inputs(2), teeth=monkeypatch, merge_mlp=True)
 
 
 def test_rotary_positions_follow_downsampled_keys(monkeypatch):
-    ch = make_tiny_chroma()
-    kw = chroma_inputs(2)
-    base = run_kw(ch, kw)
-    bigain.apply(ch, _PermutedKeys(blocks="all"))
-    permuted = run_kw(ch, kw)
-    bigain.remove(ch)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(ChromaBackbone, "rope_kwarg", None)
-    bigain.apply(ch, _PermutedKeys(blocks="all"))
-    wrong = run_kw(ch, kw)
-    bigain.remove(ch)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_keys(make_tiny_chroma(), chroma_inputs(2), teeth=monkeypatch)
 
 
 def test_img_ids_that_do_not_match_the_tokens_are_refused():

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_backbones import _PermuteConfig
-from test_wan import _PermutedKeys
+from family_checks import METHODS, every_method_changes_the_output, rows_follow_keys, rows_follow_tokens
 
 import bigain
 from bigain import ops
 from bigain.backbones import CogView4Backbone
 from conftest import run_kw, seen_forward
 from tiny_models import cogview4_inputs, make_tiny_cogview4
-
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 
 
 def test_grid_timesteps_and_default_placement():
@@ -32,15 +29,7 @@ def test_grid_timesteps_and_default_placement():
 
 
 def test_every_method_compresses_and_removal_is_bit_exact():
-    cv = make_tiny_cogview4(layers=2)
-    kw = cogview4_inputs(2)
-    base = run_kw(cv, kw)
-    for method in METHODS:
-        bigain.apply(cv, method, blocks="all")
-        out = run_kw(cv, kw)
-        bigain.remove(cv)
-        assert torch.isfinite(out).all() and not torch.equal(out, base), method
-        assert torch.equal(run_kw(cv, kw), base), method
+    every_method_changes_the_output(make_tiny_cogview4(layers=2), cogview4_inputs(2))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -80,22 +69,9 @@ def test_text_tokens_are_untouched(method, monkeypatch):
     assert reduced < 15, method
 
 
-@pytest.mark.parametrize("config", [_PermuteConfig, _PermutedKeys])
-def test_rotary_positions_follow_reordered_tokens_and_keys(config, monkeypatch):
-    cv = make_tiny_cogview4(layers=2)
-    kw = cogview4_inputs(2)
-    base = run_kw(cv, kw)
-    bigain.apply(cv, config(blocks="all"))
-    permuted = run_kw(cv, kw)
-    bigain.remove(cv)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(CogView4Backbone, "rope_kwarg", None)
-    bigain.apply(cv, config(blocks="all"))
-    wrong = run_kw(cv, kw)
-    bigain.remove(cv)
-    assert (wrong - base).abs().max() > 1e-3
+@pytest.mark.parametrize("check", [rows_follow_tokens, rows_follow_keys])
+def test_rotary_positions_follow_reordered_tokens_and_keys(check, monkeypatch):
+    check(make_tiny_cogview4(layers=2), cogview4_inputs(2), teeth=monkeypatch)
 
 
 def test_the_rotation_is_cogview4_arithmetic_bit_for_bit():
@@ -141,12 +117,7 @@ def test_tables_made_on_the_host_follow_the_tokens_device(monkeypatch):
 def test_a_padded_text_mask_runs_token_methods_and_is_refused_by_kv_methods():
     cv = make_tiny_cogview4(layers=2)
     kw = cogview4_inputs(2, mask=True)
-    base = run_kw(cv, kw)
-    for method in ("tome", "bigain-tm", "sito"):
-        bigain.apply(cv, method, blocks="all")
-        out = run_kw(cv, kw)
-        bigain.remove(cv)
-        assert torch.isfinite(out).all() and not torch.equal(out, base), method
+    base = every_method_changes_the_output(cv, kw, methods=("tome", "bigain-tm", "sito"))
     for method in ("todo", "bigain-td"):
         bigain.apply(cv, method, blocks="all")
         try:

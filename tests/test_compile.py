@@ -126,6 +126,14 @@ def _loop_case(name: str):
         kw.pop("t")
         # as ZImagePipeline: (1000 - t) / 1000 for the scheduler's t; one (C, 1, H, W) output per sample
         return m, lambda f, t: torch.stack(f(t=(1000 - t.expand(2)) / 1000, return_dict=False, **kw)[0])
+    if name == "ltx2":
+        from tiny_models import ltx2_inputs, make_tiny_ltx2
+
+        m = make_tiny_ltx2()
+        kw = ltx2_inputs(2)
+        kw.pop("timestep")
+        kw.pop("sigma")
+        return m, lambda f, t: f(timestep=t.expand(2), sigma=t.expand(2), **kw)[0]  # as LTX2Pipeline
     if name in _families():
         return _family_case(name)
     m = make_tiny_flux(double=1, single=2)
@@ -176,6 +184,11 @@ def _families() -> dict:
         # host (`bincount().cpu()`), so HiDream-I1 as published (4 routed experts) is never one graph,
         # patched or not ("hidream-moe" below).
         "hidream": (lambda: tm.make_tiny_hidream(experts=0), lambda: ((), tm.hidream_inputs(2)), _t),
+        "mochi": (lambda: tm.make_tiny_mochi(layers=2), lambda: ((), tm.mochi_inputs(2)), _t),
+        "cosmos2": (lambda: tm.make_tiny_cosmos(layers=2), lambda: ((), tm.cosmos_inputs(2)), _sigma),
+        "kandinsky5": (lambda: tm.make_tiny_kandinsky5(layers=2), lambda: ((), tm.kandinsky5_inputs(2)), _t),
+        "sana-video": (lambda: tm.make_tiny_sana_video(layers=2), lambda: ((), tm.sana_video_inputs(2)), _t),
+        "easyanimate": (lambda: tm.make_tiny_easyanimate(layers=2), lambda: ((), tm.easyanimate_inputs(2)), _t),
         # The unpatched forwards of these read host values themselves, so they compile only in pieces
         # (fullgraph=False): Lumina2RotaryPosEmbed takes the caption lengths with
         # `attention_mask.sum(dim=1).tolist()`; QwenImage21's rotary embedding walks
@@ -211,7 +224,12 @@ def _family_case(name: str):
     key = "timesteps" if name.startswith("hidream") else "timestep"
     kw.pop(key)
     kw["return_dict"] = False
-    return m, lambda f, t: f(*args, **{key: scale(t).expand(2)}, **kw)[0]
+
+    def step(f, t):
+        out = f(*args, **{key: scale(t).expand(2)}, **kw)
+        return out[0] if isinstance(out, tuple) else out  # Kandinsky 5 returns its tensor
+
+    return m, step
 
 
 def _counting_backend():
@@ -254,13 +272,13 @@ def _compiled_loop(backbone: str, method: str, opts: dict, fullgraph: bool = Tru
     return per_step
 
 
-@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image", "hunyuan-image"])
+@pytest.mark.parametrize("backbone", ["unet", "dit", "sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image", "hunyuan-image", "ltx2"])
 @pytest.mark.parametrize("method", METHODS)
 def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
     """Every step of a loop, the last at t = 0, gives the eager output; at most two graphs (the
     switched-off step of the KV methods is the second)."""
     opts = {}
-    if backbone in ("sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image", "hunyuan-image"):
+    if backbone in ("sd3.5", "flux", "wan", "ltx", "cogvideox", "hunyuan", "hunyuan-dit", "z-image", "hunyuan-image", "ltx2"):
         opts["blocks"] = "all"
     graphs = _compiled_loop(backbone, method, opts)
     assert sum(graphs) <= (2 if method in ("todo", "bigain-td") else 1), graphs
@@ -270,10 +288,11 @@ def test_compiled_equals_eager_over_a_sampling_loop(backbone, method):
 # token merging (tome; the BiGain-TM and SiTo hooks are the same gather / scatter around the blocks)
 # and KV downsampling with its switch-off (todo), or SiTo's pruning where the family refuses the KV
 # methods. Each unpatched model is one graph too (checked when these were added).
-KV_REFUSED = ("flux2", "sana", "cogview3plus")
+KV_REFUSED = ("flux2", "sana", "cogview3plus", "sana-video")
 FAMILIES = [
     "chroma", "cogview4", "qwen-image", "flux2", "skyreels-v2", "wan-vace", "chronoedit", "bria",
-    "longcat-image", "ovis-image", "consisid", "auraflow", "sana", "cogview3plus", "hidream",
+    "longcat-image", "ovis-image", "consisid", "auraflow", "sana", "cogview3plus", "hidream", "mochi",
+    "cosmos2", "kandinsky5", "sana-video", "easyanimate",
 ]  # fmt: skip
 FAMILY_METHODS = [(f, m) for f in FAMILIES for m in ("tome", "sito" if f in KV_REFUSED else "todo")]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from family_checks import every_method_changes_the_output, rows_follow_tokens
 from test_backbones import _PermuteConfig
 
 import bigain
@@ -36,17 +37,9 @@ def test_adapter_grid_timesteps_and_default_placement():
 
 
 def test_every_token_method_compresses_both_block_kinds_and_removal_is_exact():
-    f2 = make_tiny_flux2()
-    kw = flux2_inputs(2)
-    base = run_kw(f2, kw)
-    for method in TOKEN_METHODS:
-        for blocks in ((0, 1), (2, 3)):  # double-stream, single-stream
-            bigain.apply(f2, method, blocks=blocks)
-            out = run_kw(f2, kw)
-            bigain.remove(f2)
-            assert out.shape == base.shape and torch.isfinite(out).all()
-            assert not torch.equal(out, base), (method, blocks)
-    assert torch.equal(run_kw(f2, kw), base)
+    double, single = (0, 1), (2, 3)
+    f2, kw = make_tiny_flux2(), flux2_inputs(2)
+    every_method_changes_the_output(f2, kw, (double, single), methods=TOKEN_METHODS)
 
 
 @pytest.mark.parametrize("method", KV_METHODS)
@@ -164,20 +157,7 @@ def test_text_tokens_are_untouched(method, monkeypatch):
 
 
 def test_rotary_positions_follow_reordered_tokens(monkeypatch):
-    f2 = make_tiny_flux2()
-    kw = flux2_inputs(2)
-    base = run_kw(f2, kw)
-    bigain.apply(f2, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = run_kw(f2, kw)
-    bigain.remove(f2)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(Flux2Backbone, "rope_kwarg", None)
-    bigain.apply(f2, _PermuteConfig(blocks="all"))
-    wrong = run_kw(f2, kw)
-    bigain.remove(f2)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(make_tiny_flux2(), flux2_inputs(2), teeth=monkeypatch, merge_mlp=True)
 
 
 def test_fused_double_stream_projections_take_token_methods():

@@ -11,8 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_backbones import _PermuteConfig
-from test_wan import _PermutedKeys
+from family_checks import every_method_changes_the_output, rows_follow_keys, rows_follow_tokens
 
 import bigain
 from bigain import ops
@@ -23,7 +22,6 @@ from bigain.patching.hooks import _plan_positions
 from conftest import run_kw, seen_forward
 from tiny_models import hidream_inputs, make_tiny_hidream
 
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 PADDED, SQUARE = (12, 20), (12, 12)  # 6x10 tokens padded to 64; 6x6 tokens, no padding
 TEXT_DOUBLE = 5 + 4 + 4  # T5, the last Llama layer, the block's own Llama layer
 
@@ -41,17 +39,8 @@ def test_adapter_grid_timesteps_and_default_placement():
 
 @pytest.mark.parametrize("size", [PADDED, SQUARE])
 def test_every_method_compresses_both_block_kinds_and_removal_is_exact(size):
-    m = make_tiny_hidream()
-    kw = hidream_inputs(2, size=size)
-    base = run_kw(m, kw)
-    for method in METHODS:
-        for blocks in ((0, 1), (2, 3)):  # double-stream, single-stream
-            bigain.apply(m, method, blocks=blocks)
-            out = run_kw(m, kw)
-            bigain.remove(m)
-            assert out.shape == base.shape and torch.isfinite(out).all()
-            assert not torch.equal(out, base), (method, blocks)
-    assert torch.equal(run_kw(m, kw), base)
+    double, single = (0, 1), (2, 3)
+    every_method_changes_the_output(make_tiny_hidream(), hidream_inputs(2, size=size), (double, single))
 
 
 def _attention_calls(m, monkeypatch):
@@ -172,36 +161,12 @@ def test_every_attention_call_equals_a_slow_reference(method, size, monkeypatch)
 def test_rotary_positions_follow_reordered_tokens(size, monkeypatch):
     # merge_mlp: the mixture of experts routes each token by itself, so a reordered token is
     # routed as in the model's order
-    m = make_tiny_hidream()
-    kw = hidream_inputs(2, size=size)
-    base = run_kw(m, kw)
-    bigain.apply(m, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = run_kw(m, kw)
-    bigain.remove(m)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the table rotates the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(HiDreamBackbone, "rope_kwarg", None)
-    bigain.apply(m, _PermuteConfig(blocks="all"))
-    wrong = run_kw(m, kw)
-    bigain.remove(m)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(make_tiny_hidream(), hidream_inputs(2, size=size), teeth=monkeypatch, merge_mlp=True)
 
 
 @pytest.mark.parametrize("size", [PADDED, SQUARE])
 def test_rotary_positions_follow_downsampled_keys(size, monkeypatch):
-    m = make_tiny_hidream()
-    kw = hidream_inputs(2, size=size)
-    base = run_kw(m, kw)
-    bigain.apply(m, _PermutedKeys(blocks="all"))
-    permuted = run_kw(m, kw)
-    bigain.remove(m)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(HiDreamBackbone, "rope_kwarg", None)
-    bigain.apply(m, _PermutedKeys(blocks="all"))
-    wrong = run_kw(m, kw)
-    bigain.remove(m)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_keys(make_tiny_hidream(), hidream_inputs(2, size=size), teeth=monkeypatch)
 
 
 @pytest.mark.parametrize("method", ["tome", "sito"])

@@ -43,13 +43,14 @@ from tiny_models import (
 
 META = torch.device("meta")
 METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
-BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "hunyuan-video-1.5", "hunyuan-image"]
+BACKBONES = ["unet", "sdxl", "dit", "pixart", "sd3", "sd3.5", "flux", "wan", "ltx", "cogvideox", "cogview4", "qwen-image", "hunyuan", "chroma", "flux2", "hunyuan-dit", "lumina2", "qwen-image-2.1", "skyreels-v2", "wan-vace", "chronoedit", "bria", "longcat-image", "ovis-image", "consisid", "hidream", "z-image", "hunyuan-video-1.5", "hunyuan-image", "ltx2", "mochi", "cosmos", "kandinsky5", "sana-video", "easyanimate"]
 # diffusers' own copies in an unpatched forward: Chroma's timestep embedding embeds a host
 # `torch.tensor([0] * batch)` as its guidance and copies it to the device on every forward.
 # Lumina2's rotary embedder copies its three host-made axis tables to the device and reads the caption
 # lengths (`encoder_attention_mask.sum(dim=1).tolist()`) on every forward. HiDream's patchify makes
-# its img_sizes with `torch.tensor([rows, cols], device=...)`.
-UNPATCHED_COPIES = {"chroma": 1, "lumina2": 4, "hidream": 1}
+# its img_sizes with `torch.tensor([rows, cols], device=...)`. Kandinsky 5's time embedding keeps its
+# frequencies as a plain host tensor and copies them to the device on every forward.
+UNPATCHED_COPIES = {"chroma": 1, "lumina2": 4, "hidream": 1, "kandinsky5": 1}
 
 
 def _move(v, device):
@@ -168,6 +169,32 @@ def _case(name: str, device: torch.device = META):
         m = make_tiny_z_image(layers=2).to(device)
         kw = _move(z_image_inputs(2), device)  # captions of two lengths: per-sample rotary rows and a mask
         return m, lambda: m(**kw)
+    if name == "kandinsky5":
+        from tiny_models import kandinsky5_inputs, make_tiny_kandinsky5
+
+        m = make_tiny_kandinsky5(layers=2).to(device)
+        kw = _move(kandinsky5_inputs(2), device)  # the pipeline makes the rotary positions on the device
+        return m, lambda: m(**kw)
+    if name == "sana-video":
+        from tiny_models import make_tiny_sana_video, sana_video_inputs
+
+        m = make_tiny_sana_video(layers=2).to(device)
+        kw = _move(sana_video_inputs(2, i2v=True), device)  # per-token timesteps
+        return m, lambda: m(**kw)
+    if name == "easyanimate":
+        from tiny_models import easyanimate_inputs, make_tiny_easyanimate
+
+        # diffusers' EasyAnimate makes its rotary tables on the host every forward and each processor
+        # copies them to the device (4 copies per block): here the rotary embedder returns the tables
+        # made once on the device, so what is counted is bigain's hooks (which would move host tables
+        # once per forward).
+        m = make_tiny_easyanimate(layers=2)
+        kw = easyanimate_inputs(2)
+        tables = _move(m.rope_embedding(kw["hidden_states"]), device)
+        m.rope_embedding.forward = lambda hidden_states: tables
+        m.to(device)
+        kw = _move(kw, device)
+        return m, lambda: m(**kw)
     if name == "hidream":
         from tiny_models import hidream_inputs, make_tiny_hidream
 
@@ -176,6 +203,44 @@ def _case(name: str, device: torch.device = META):
         # img_sizes per sample); bigain's hooks do the same in either mode.
         m = make_tiny_hidream(experts=0).train().to(device)
         kw = _move(hidream_inputs(2), device)
+        return m, lambda: m(**kw)
+    if name == "ltx2":
+        from tiny_models import ltx2_inputs, make_tiny_ltx2
+
+        # LTX-2.3's options (split rotary tables, gated and perturbed attention), the pipeline's coordinates,
+        # keyframe tokens appended after the grid (image-to-video's per-token timesteps)
+        m = make_tiny_ltx2(split=True).to(device)
+        kw = _move(ltx2_inputs(2, appended=6), device)
+        return m, lambda: m(**kw)
+    if name == "mochi":
+        from tiny_models import make_tiny_mochi, mochi_inputs
+
+        m = make_tiny_mochi().to(device)
+        kw = _move(mochi_inputs(2), device)
+        if device != META:
+            return m, lambda: m(**kw)
+        import torch.fx.experimental._config as fx_config
+
+        def rope(freqs, frames, height, width, device=None, dtype=None):
+            # MochiRoPE's arithmetic without its fp32 autocast region, which the meta device has not
+            pos = m.rope._get_positions(frames, height, width, device, dtype)
+            angles = torch.einsum("nd,dhf->nhf", pos.float(), freqs.float())
+            return torch.cos(angles), torch.sin(angles)
+
+        m.rope.forward = rope
+
+        def call():
+            # The processor picks each sample's unpadded text with torch.nonzero, which the meta device
+            # serves only told to assume every entry is nonzero (the model's own read, not bigain's).
+            with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+                return m(**kw)
+
+        return m, call
+    if name == "cosmos":
+        from tiny_models import cosmos_inputs, make_tiny_cosmos
+
+        m = make_tiny_cosmos(in_channels=5).to(device)
+        kw = _move(cosmos_inputs(2, condition=True, per_frame=True), device)  # per-frame timesteps
         return m, lambda: m(**kw)
     if name == "qwen-image":
         m = make_tiny_qwen_image(layers=2).to(device)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_backbones import _PermuteConfig
-from test_wan import _PermutedKeys
+from family_checks import METHODS, every_method_changes_the_output, rows_follow_keys, rows_follow_tokens
 
 import bigain
 from bigain import ops
@@ -21,7 +20,6 @@ from bigain.patching.hooks import _plan_positions
 from conftest import run_kw, seen_forward
 from tiny_models import hunyuan_image_inputs, make_tiny_hunyuan_image
 
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 N = 6 * 10  # image tokens of the default inputs
 TEXT = 4 + 5  # ByT5 and MLLM tokens
 
@@ -54,16 +52,8 @@ def test_grid_timesteps_and_default_placement(hi, refiner):
 
 
 def test_every_method_compresses_both_block_kinds_and_removal_is_exact(hi):
-    kw = hunyuan_image_inputs(2)
-    base = run_kw(hi, kw)
-    for method in METHODS:
-        for blocks in ((0, 1), (2, 3)):  # dual-stream, single-stream
-            bigain.apply(hi, method, blocks=blocks)
-            out = run_kw(hi, kw)
-            bigain.remove(hi)
-            assert out.shape == base.shape and torch.isfinite(out).all()
-            assert not torch.allclose(out, base, atol=1e-5), (method, blocks)
-    assert torch.equal(run_kw(hi, kw), base)
+    dual, single = (0, 1), (2, 3)
+    every_method_changes_the_output(hi, hunyuan_image_inputs(2), (dual, single), atol=1e-5)
 
 
 def _spy(model, monkeypatch):
@@ -162,42 +152,20 @@ def test_padded_text_stays_masked(hi, method):
 
 
 def test_rotary_positions_follow_reordered_tokens(hi, monkeypatch):
-    kw = hunyuan_image_inputs(2)
-    base = run_kw(hi, kw)
-    bigain.apply(hi, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = run_kw(hi, kw)
-    bigain.remove(hi)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(HunyuanImageBackbone, "rope_kwarg", None)  # teeth: the model's rows, reordered tokens
-    bigain.apply(hi, _PermuteConfig(blocks="all"))
-    wrong = run_kw(hi, kw)
-    bigain.remove(hi)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(hi, hunyuan_image_inputs(2), teeth=monkeypatch, merge_mlp=True)
 
 
 @pytest.mark.parametrize("which", ["image", "refiner"])
 def test_rotary_positions_follow_downsampled_keys(hi, refiner, which):
     model = hi if which == "image" else refiner
     kw = hunyuan_image_inputs(2) if which == "image" else hunyuan_image_inputs(2, latent=(2, 12, 20), byt5=False)
-    base = run_kw(model, kw)
-    bigain.apply(model, _PermutedKeys(blocks="all"))
-    permuted = run_kw(model, kw)
-    bigain.remove(model)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+    rows_follow_keys(model, kw)
 
 
 @pytest.mark.parametrize("latent", [(10, 14), (6, 6), (2, 12, 20), (1, 10, 14)])
 def test_grids_the_windows_do_not_divide_work(hi, refiner, latent):
     model, byt5 = (hi, True) if len(latent) == 2 else (refiner, False)
-    kw = hunyuan_image_inputs(2, latent=latent, byt5=byt5)
-    base = run_kw(model, kw)
-    for method in METHODS:
-        bigain.apply(model, method, blocks="all")
-        out = run_kw(model, kw)
-        bigain.remove(model)
-        assert out.shape == base.shape and torch.isfinite(out).all()
-        assert not torch.equal(out, base), method
-    assert torch.equal(run_kw(model, kw), base)
+    every_method_changes_the_output(model, hunyuan_image_inputs(2, latent=latent, byt5=byt5))
 
 
 def test_windows_that_do_not_fit_fail_naming_the_option_and_the_grid(hi):

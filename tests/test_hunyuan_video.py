@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_backbones import _PermuteConfig
-from test_wan import _PermutedKeys
+from family_checks import METHODS, every_method_changes_the_output, rows_follow_keys, rows_follow_tokens
 
 import bigain
 from bigain import ops
 from bigain.backbones import HunyuanVideoBackbone, relative_placement
 from conftest import run_kw, seen_forward
 from tiny_models import hunyuan_video_inputs, make_tiny_hunyuan_video
-
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 
 
 def test_grid_timesteps_and_default_placement():
@@ -34,17 +31,8 @@ def test_grid_timesteps_and_default_placement():
 
 
 def test_every_method_compresses_both_block_kinds_and_removal_is_exact():
-    hy = make_tiny_hunyuan_video()
-    kw = hunyuan_video_inputs(2)
-    base = run_kw(hy, kw)
-    for method in METHODS:
-        for blocks in ((0, 1), (2, 3)):  # dual-stream, single-stream
-            bigain.apply(hy, method, blocks=blocks)
-            out = run_kw(hy, kw)
-            bigain.remove(hy)
-            assert out.shape == base.shape and torch.isfinite(out).all()
-            assert not torch.equal(out, base), (method, blocks)
-    assert torch.equal(run_kw(hy, kw), base)
+    dual, single = (0, 1), (2, 3)
+    every_method_changes_the_output(make_tiny_hunyuan_video(), hunyuan_video_inputs(2), (dual, single))
 
 
 def _attention_calls(hy, monkeypatch):
@@ -137,30 +125,11 @@ def test_a_mask_bigain_cannot_cut_is_refused():
 
 
 def test_rotary_positions_follow_reordered_tokens(monkeypatch):
-    hy = make_tiny_hunyuan_video()
-    kw = hunyuan_video_inputs(2)
-    base = run_kw(hy, kw)
-    bigain.apply(hy, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = run_kw(hy, kw)
-    bigain.remove(hy)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(HunyuanVideoBackbone, "rope_kwarg", None)
-    bigain.apply(hy, _PermuteConfig(blocks="all"))
-    wrong = run_kw(hy, kw)
-    bigain.remove(hy)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(make_tiny_hunyuan_video(), hunyuan_video_inputs(2), teeth=monkeypatch, merge_mlp=True)
 
 
 def test_rotary_positions_follow_downsampled_keys():
-    hy = make_tiny_hunyuan_video()
-    kw = hunyuan_video_inputs(2)
-    base = run_kw(hy, kw)
-    bigain.apply(hy, _PermutedKeys(blocks="all"))
-    permuted = run_kw(hy, kw)
-    bigain.remove(hy)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+    rows_follow_keys(make_tiny_hunyuan_video(), hunyuan_video_inputs(2))
 
 
 def test_the_rotation_is_hunyuan_arithmetic_bit_for_bit():
@@ -176,16 +145,7 @@ def test_the_rotation_is_hunyuan_arithmetic_bit_for_bit():
 
 @pytest.mark.parametrize("latent", [(3, 10, 14), (1, 6, 6), (2, 6, 10)])
 def test_grids_the_windows_do_not_divide_work(latent):
-    hy = make_tiny_hunyuan_video()
-    kw = hunyuan_video_inputs(2, latent=latent)
-    base = run_kw(hy, kw)
-    for method in METHODS:
-        bigain.apply(hy, method, blocks="all")
-        out = run_kw(hy, kw)
-        bigain.remove(hy)
-        assert out.shape == base.shape and torch.isfinite(out).all()
-        assert not torch.equal(out, base), method
-    assert torch.equal(run_kw(hy, kw), base)
+    every_method_changes_the_output(make_tiny_hunyuan_video(), hunyuan_video_inputs(2, latent=latent))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_backbones import _PermuteConfig
+from family_checks import every_method_changes_the_output, rows_follow_tokens
 
 import bigain
 from bigain import ops
@@ -46,15 +46,7 @@ def test_grid_timesteps_and_default_placement():
 def test_every_token_method_compresses_and_removal_is_exact(hy):
     for image in (True, False):  # image-to-video, text-to-video (zero vision tokens, masked out)
         kw = hunyuan_video15_inputs(2, image=image)
-        base = run_kw(hy, kw)
-        for method in METHODS:
-            for blocks in ((0, 1), (2, 3)):
-                bigain.apply(hy, method, blocks=blocks, merge_mlp=method != "sito")
-                out = run_kw(hy, kw)
-                bigain.remove(hy)
-                assert out.shape == base.shape and torch.isfinite(out).all()
-                assert not torch.allclose(out, base, atol=1e-5), (method, blocks, image)
-        assert torch.equal(run_kw(hy, kw), base)
+        every_method_changes_the_output(hy, kw, ((0, 1), (2, 3)), methods=METHODS, merge_mlp=True, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["todo", "bigain-td"])
@@ -164,19 +156,7 @@ def test_padded_conditions_stay_masked(hy, method):
 
 
 def test_rotary_positions_follow_reordered_tokens(hy, monkeypatch):
-    kw = hunyuan_video15_inputs(2)
-    base = run_kw(hy, kw)
-    bigain.apply(hy, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = run_kw(hy, kw)
-    bigain.remove(hy)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(HunyuanVideo15Backbone, "rope_kwarg", None)
-    bigain.apply(hy, _PermuteConfig(blocks="all"))
-    wrong = run_kw(hy, kw)
-    bigain.remove(hy)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(hy, hunyuan_video15_inputs(2), teeth=monkeypatch, merge_mlp=True)
 
 
 def test_the_rotation_is_the_processors_arithmetic_bit_for_bit(hy):
@@ -191,15 +171,7 @@ def test_the_rotation_is_the_processors_arithmetic_bit_for_bit(hy):
 
 @pytest.mark.parametrize("latent", [(3, 10, 14), (1, 6, 6), (2, 6, 10)])
 def test_grids_the_windows_do_not_divide_work(hy, latent):
-    kw = hunyuan_video15_inputs(2, latent=latent)
-    base = run_kw(hy, kw)
-    for method in METHODS:
-        bigain.apply(hy, method, blocks="all")
-        out = run_kw(hy, kw)
-        bigain.remove(hy)
-        assert out.shape == base.shape and torch.isfinite(out).all()
-        assert not torch.equal(out, base), method
-    assert torch.equal(run_kw(hy, kw), base)
+    every_method_changes_the_output(hy, hunyuan_video15_inputs(2, latent=latent), methods=METHODS)
 
 
 def test_windows_that_do_not_fit_fail_naming_the_option_and_the_grid(hy):

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_backbones import _PermuteConfig
-from test_wan import _PermutedKeys
+from family_checks import every_method_changes_the_output, rows_follow_keys, rows_follow_tokens
 
 import bigain
 from bigain import ops
 from bigain.backbones import LTXBackbone
 from conftest import ltx_inputs, make_tiny_ltx, run_kw, seen_forward
-
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 
 
 def test_grid_timesteps_and_default_placement():
@@ -45,16 +42,7 @@ def test_per_token_timesteps_are_reduced_per_row():
 
 @pytest.mark.parametrize("size", [(3, 5, 7), (1, 4, 6), (2, 3, 3)])
 def test_grids_the_windows_do_not_divide_work(size):
-    ltx = make_tiny_ltx(layers=2)
-    kw = ltx_inputs(2, grid=size)
-    base = run_kw(ltx, kw)
-    for method in METHODS:
-        bigain.apply(ltx, method, blocks="all")
-        out = run_kw(ltx, kw)
-        bigain.remove(ltx)
-        assert out.shape == base.shape and torch.isfinite(out).all()
-        assert not torch.equal(out, base), method
-    assert torch.equal(run_kw(ltx, kw), base)
+    every_method_changes_the_output(make_tiny_ltx(layers=2), ltx_inputs(2, grid=size))
 
 
 @pytest.mark.parametrize(
@@ -93,30 +81,12 @@ def test_calls_with_video_coords_are_refused_with_a_message():
 
 
 def test_rotary_positions_follow_reordered_tokens(monkeypatch):
-    ltx = make_tiny_ltx(layers=2)
     kw = ltx_inputs(2)
-    base = run_kw(ltx, kw)
-    bigain.apply(ltx, _PermuteConfig(blocks="all", merge_crossattn=True, merge_mlp=True))
-    permuted = run_kw(ltx, kw)
-    bigain.remove(ltx)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(LTXBackbone, "rope_kwarg", None)
-    bigain.apply(ltx, _PermuteConfig(blocks="all"))
-    wrong = run_kw(ltx, kw)
-    bigain.remove(ltx)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(make_tiny_ltx(layers=2), kw, teeth=monkeypatch, merge_crossattn=True, merge_mlp=True)
 
 
 def test_rotary_positions_follow_downsampled_keys():
-    ltx = make_tiny_ltx(layers=2)
-    kw = ltx_inputs(2)
-    base = run_kw(ltx, kw)
-    bigain.apply(ltx, _PermutedKeys(blocks="all"))
-    permuted = run_kw(ltx, kw)
-    bigain.remove(ltx)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+    rows_follow_keys(make_tiny_ltx(layers=2), ltx_inputs(2))
 
 
 def test_the_rotation_is_ltx_arithmetic_bit_for_bit():

@@ -14,8 +14,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from test_backbones import _PermuteConfig
-from test_wan import _PermutedKeys
+from family_checks import METHODS, every_method_changes_the_output, rows_follow_keys, rows_follow_tokens
 
 import bigain
 from bigain import ops
@@ -27,7 +26,6 @@ from bigain.patching.hooks import _plan_positions
 from conftest import run_kw, seen_forward
 from tiny_models import lumina2_inputs, make_tiny_lumina2
 
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 H, W, N = 6, 10, 60
 MIXED = (6, 3)  # caption lengths of the two rows: row 1's image starts 3 tokens earlier
 REFINER, MAIN = (0, 1), (2, 3, 4)  # block indices on the tiny model (2 noise-refiner, 3 main blocks)
@@ -51,17 +49,7 @@ def test_adapter_grid_timesteps_and_default_placement():
 
 @pytest.mark.parametrize("lengths", [(5, 5), MIXED], ids=["equal", "mixed"])
 def test_every_method_compresses_both_block_kinds_and_removal_is_exact(lengths):
-    model = make_tiny_lumina2()
-    kw = lumina2_inputs(2, lengths=lengths)
-    base = run_kw(model, kw)
-    for method in METHODS:
-        for blocks in (REFINER, MAIN):
-            bigain.apply(model, method, blocks=blocks)
-            out = run_kw(model, kw)
-            bigain.remove(model)
-            assert out.shape == base.shape and torch.isfinite(out).all()
-            assert not torch.equal(out, base), (method, blocks)
-    assert torch.equal(run_kw(model, kw), base)
+    every_method_changes_the_output(make_tiny_lumina2(), lumina2_inputs(2, lengths=lengths), (REFINER, MAIN))
 
 
 def test_joint_order_puts_each_image_at_one_offset_without_reading_the_mask():
@@ -172,36 +160,13 @@ def test_each_row_of_a_mixed_batch_is_what_it_is_alone(method, monkeypatch):
 
 @pytest.mark.parametrize("lengths", [(5, 5), MIXED], ids=["equal", "mixed"])
 def test_rotary_positions_follow_reordered_tokens(lengths, monkeypatch):
-    model = make_tiny_lumina2()
     kw = lumina2_inputs(2, lengths=lengths)
-    base = run_kw(model, kw)
-    bigain.apply(model, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = run_kw(model, kw)
-    bigain.remove(model)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the table rotates the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(Lumina2Backbone, "rope_kwarg", None)
-    bigain.apply(model, _PermuteConfig(blocks="all"))
-    wrong = run_kw(model, kw)
-    bigain.remove(model)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(make_tiny_lumina2(), kw, teeth=monkeypatch, merge_mlp=True)
 
 
 @pytest.mark.parametrize("lengths", [(5, 5), MIXED], ids=["equal", "mixed"])
 def test_rotary_positions_follow_downsampled_keys(lengths, monkeypatch):
-    model = make_tiny_lumina2()
-    kw = lumina2_inputs(2, lengths=lengths)
-    base = run_kw(model, kw)
-    bigain.apply(model, _PermutedKeys(blocks="all"))
-    permuted = run_kw(model, kw)
-    bigain.remove(model)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(Lumina2Backbone, "rope_kwarg", None)
-    bigain.apply(model, _PermutedKeys(blocks="all"))
-    wrong = run_kw(model, kw)
-    bigain.remove(model)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_keys(make_tiny_lumina2(), lumina2_inputs(2, lengths=lengths), teeth=monkeypatch)
 
 
 # -- a slow reference: one block, one row alone, the compressed attention written out -----------------

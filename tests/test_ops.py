@@ -284,3 +284,26 @@ def test_infer_level_handles_odd_and_non_square():
     assert ops.infer_level(135, 240, 34 * 60) == 4
     with pytest.raises(ValueError):
         ops.infer_level(16, 16, 17)
+
+
+@pytest.mark.parametrize("table_dtype", [torch.complex64, torch.complex128])
+def test_rope_complex_is_the_diffusers_complex_rotation_bit_for_bit(table_dtype):
+    # Qwen-Image's apply_rotary_emb_qwen (shared (S, D/2) rows) and Lumina2's / Z-Image's
+    # apply_rotary_emb (per-sample (B, S, D/2) rows), use_real=False
+    from diffusers.models.embeddings import apply_rotary_emb
+    from diffusers.models.transformers.transformer_qwenimage import apply_rotary_emb_qwen
+
+    g = torch.Generator().manual_seed(0)
+    angles = torch.rand(2, 12, 8, generator=g, dtype=torch.float64) * 6.3
+    table = torch.polar(torch.ones_like(angles), angles).to(table_dtype)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 12, 3, 16, generator=g).to(dtype)
+        shared = ops.rope_complex(x, table[0].real, table[0].imag)
+        assert shared.dtype == dtype
+        assert torch.equal(shared, apply_rotary_emb_qwen(x, table[0], use_real=False))
+        assert torch.equal(ops.rope_complex(x, table.real, table.imag), apply_rotary_emb(x, table, use_real=False))
+        # rows gathered per sample rotate each sample's tokens as the full table does
+        pos = torch.stack([torch.randperm(12, generator=g) for _ in range(2)])
+        xs = torch.stack([x[b, pos[b]] for b in range(2)])
+        rows = torch.stack([table[0][pos[b]] for b in range(2)])
+        assert torch.equal(ops.rope_complex(xs, rows.real, rows.imag), torch.stack([shared[b, pos[b]] for b in range(2)]))

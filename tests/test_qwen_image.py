@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_backbones import _PermuteConfig
-from test_wan import _PermutedKeys
+from family_checks import METHODS, rope_split_once_per_forward, rows_follow_keys, rows_follow_tokens
 
 import bigain
 from bigain import ops
 from bigain.backbones import QwenImageBackbone
 from conftest import run_kw, seen_forward
 from tiny_models import make_tiny_qwen_image, qwen_image_inputs
-
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 
 
 @pytest.fixture(scope="module")
@@ -75,28 +72,11 @@ def test_every_method_compresses_and_removal_is_exact_with_the_text_stream_untou
 
 
 def test_rotary_positions_follow_reordered_tokens(qwen, monkeypatch):
-    kw = qwen_image_inputs(2)
-    base = run_kw(qwen, kw)
-    bigain.apply(qwen, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = run_kw(qwen, kw)
-    bigain.remove(qwen)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(QwenImageBackbone, "rope_kwarg", None)
-    bigain.apply(qwen, _PermuteConfig(blocks="all"))
-    wrong = run_kw(qwen, kw)
-    bigain.remove(qwen)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(qwen, qwen_image_inputs(2), teeth=monkeypatch, merge_mlp=True)
 
 
 def test_rotary_positions_follow_downsampled_keys(qwen):
-    kw = qwen_image_inputs(2)
-    base = run_kw(qwen, kw)
-    bigain.apply(qwen, _PermutedKeys(blocks="all"))
-    permuted = run_kw(qwen, kw)
-    bigain.remove(qwen)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+    rows_follow_keys(qwen, qwen_image_inputs(2))
 
 
 def test_the_rotation_is_the_processors_arithmetic_bit_for_bit(qwen):
@@ -145,42 +125,4 @@ def test_edit_calls_and_kv_with_a_padding_mask_are_refused_with_a_message(qwen):
 def test_the_rotary_rows_are_joined_once_per_forward_with_the_same_output(qwen, monkeypatch):
     # The [text; image] join of the two complex tables and its real/imaginary split are made once per
     # forward (the hooks' per-forward record), and the downsampled keys' rows gathered once, not per block.
-    from bigain.methods import ToDoConfig
-    from bigain.patching import hooks
-
-    kw = qwen_image_inputs(2)
-    calls = {"rows": 0, "positions": 0}
-    rope_rows, kv_positions = QwenImageBackbone.rope_rows, ToDoConfig.kv_positions
-
-    def counted_rows(self, tables):
-        calls["rows"] += 1
-        return rope_rows(self, tables)
-
-    def counted_positions(self, grid, factor, device):
-        calls["positions"] += 1
-        return kv_positions(self, grid, factor, device)
-
-    monkeypatch.setattr(QwenImageBackbone, "rope_rows", counted_rows)
-    monkeypatch.setattr(ToDoConfig, "kv_positions", counted_positions)
-    outs = {}
-    for method in ("tome", "todo"):
-        bigain.apply(qwen, method, blocks="all")
-        calls.update(rows=0, positions=0)
-        outs[method] = run_kw(qwen, kw)
-        assert calls["rows"] == 1 and calls["positions"] == (1 if method == "todo" else 0)
-        bigain.remove(qwen)
-
-    # bit-identical to joining the tables again in every block (the code before the per-forward cache)
-    def split_per_block(self, tables, rest):
-        cos, sin = self.state.backbone.rope_rows(tables)
-        n_text = cos.shape[0] - self.state.current().grid.tokens
-        return (cos[:n_text], sin[:n_text]), cos[n_text:], sin[n_text:], None
-
-    monkeypatch.setattr(hooks._BlockHooks, "_split_rope", split_per_block)
-    for method in ("tome", "todo"):
-        bigain.apply(qwen, method, blocks="all")
-        calls.update(rows=0, positions=0)
-        assert torch.equal(run_kw(qwen, kw), outs[method])
-        assert calls["rows"] == len(qwen.transformer_blocks)
-        assert calls["positions"] == (len(qwen.transformer_blocks) if method == "todo" else 0)
-        bigain.remove(qwen)
+    rope_split_once_per_forward(qwen, qwen_image_inputs(2), monkeypatch)

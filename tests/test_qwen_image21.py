@@ -10,18 +10,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_backbones import _PermuteConfig
+from family_checks import METHODS, rope_split_once_per_forward, rows_follow_tokens
 from test_wan import _PermutedKeys
 
 import bigain
 from bigain import ops
 from bigain.backbones import QwenImage21Backbone, find_backbone
-from bigain.methods import ToDoConfig
-from bigain.patching import hooks
 from conftest import run_kw, seen_forward
 from tiny_models import make_tiny_qwen_image21, qwen_image21_inputs
 
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 TEXT, COND, H, W = 7, (2, 4), 6, 10
 PREFIX = TEXT + 2 * 4  # the prompt's text tokens and the condition image's latent tokens
 
@@ -144,19 +141,8 @@ def test_padded_prompt_tokens_stay_masked(qwen, method):
 
 
 def test_rotary_positions_follow_reordered_tokens(qwen, monkeypatch):
-    for kw in (qwen_image21_inputs(2, cond=COND), qwen_image21_inputs(2, h=4, w=12)):
-        base = run_kw(qwen, kw)
-        bigain.apply(qwen, _PermuteConfig(blocks="all", merge_mlp=True))
-        permuted = run_kw(qwen, kw)
-        bigain.remove(qwen)
-        torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the table rotates the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(QwenImage21Backbone, "rope_kwarg", None)
-    bigain.apply(qwen, _PermuteConfig(blocks="all"))
-    wrong = run_kw(qwen, kw)
-    bigain.remove(qwen)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(qwen, qwen_image21_inputs(2, cond=COND), merge_mlp=True)
+    rows_follow_tokens(qwen, qwen_image21_inputs(2, h=4, w=12), teeth=monkeypatch, merge_mlp=True)
 
 
 def test_rotary_positions_follow_downsampled_keys(qwen, monkeypatch):
@@ -213,42 +199,7 @@ def test_todo_attention_against_a_slow_reference(qwen):
 
 
 def test_the_rotary_split_is_made_once_per_forward_with_the_same_output(qwen, monkeypatch):
-    kw = qwen_image21_inputs(2, cond=COND)
-    calls = {"rows": 0, "positions": 0}
-    rope_rows, kv_positions = QwenImage21Backbone.rope_rows, ToDoConfig.kv_positions
-
-    def counted_rows(self, tables):
-        calls["rows"] += 1
-        return rope_rows(self, tables)
-
-    def counted_positions(self, grid, factor, device):
-        calls["positions"] += 1
-        return kv_positions(self, grid, factor, device)
-
-    monkeypatch.setattr(QwenImage21Backbone, "rope_rows", counted_rows)
-    monkeypatch.setattr(ToDoConfig, "kv_positions", counted_positions)
-    outs = {}
-    for method in ("tome", "todo"):
-        bigain.apply(qwen, method, blocks="all")
-        calls.update(rows=0, positions=0)
-        outs[method] = run_kw(qwen, kw)
-        assert calls["rows"] == 1  # not once per block
-        assert calls["positions"] == (1 if method == "todo" else 0)
-        bigain.remove(qwen)
-
-    # bit-identical to splitting the table again in every block (the code before the cache)
-    def split_per_block(self, tables, rest):
-        cos, sin = self.state.backbone.rope_rows(tables)
-        n_text = cos.shape[0] - self.state.current().grid.tokens
-        return (cos[:n_text], sin[:n_text]), cos[n_text:], sin[n_text:], None
-
-    monkeypatch.setattr(hooks._BlockHooks, "_split_rope", split_per_block)
-    for method in ("tome", "todo"):
-        bigain.apply(qwen, method, blocks="all")
-        calls.update(rows=0)
-        assert torch.equal(run_kw(qwen, kw), outs[method])
-        assert calls["rows"] == len(qwen.transformer_blocks)
-        bigain.remove(qwen)
+    rope_split_once_per_forward(qwen, qwen_image21_inputs(2, cond=COND), monkeypatch)
 
 
 def test_the_rotation_is_the_processors_arithmetic_bit_for_bit(qwen):

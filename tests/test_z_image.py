@@ -11,8 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_backbones import _PermuteConfig
-from test_wan import _PermutedKeys
+from family_checks import METHODS, every_method_changes_the_output, rows_follow_keys, rows_follow_tokens
 
 import bigain
 from bigain import ops
@@ -22,7 +21,6 @@ from bigain.patching.hooks import _plan_positions
 from conftest import seen_forward
 from tiny_models import make_tiny_z_image, z_image_inputs
 
-METHODS = ["tome", "bigain-tm", "todo", "bigain-td", "sito"]
 H, W = 6, 10
 N = H * W  # image tokens; the model pads them to 64
 
@@ -55,17 +53,9 @@ def test_grid_timesteps_and_default_placement():
 
 
 def test_every_method_compresses_both_block_kinds_and_removal_is_exact(zi):
+    refiner, main = (0,), (1, 2)
     kw = z_image_inputs(2)
-    base = run(zi, kw)
-    for method in METHODS:
-        for blocks in ((0,), (1, 2)):  # the noise refiner, the main layers
-            opts = {"merge_mlp": True} if method in ("tome", "bigain-tm") else {}
-            bigain.apply(zi, method, blocks=blocks, **opts)
-            out = run(zi, kw)
-            bigain.remove(zi)
-            assert out.shape == base.shape and torch.isfinite(out).all()
-            assert not torch.allclose(out, base, atol=1e-5), (method, blocks)
-    assert torch.equal(run(zi, kw), base)
+    every_method_changes_the_output(zi, kw, (refiner, main), run=run, merge_mlp=True, atol=1e-5)
     # a non-square grid of two frames runs too
     kw2 = z_image_inputs(2, h=3, w=5, frames=2)
     base2 = run(zi, kw2)
@@ -212,28 +202,11 @@ def test_each_sample_is_what_it_is_alone(zi, method):
 
 
 def test_rotary_positions_follow_reordered_tokens(zi, monkeypatch):
-    kw = z_image_inputs(2)
-    base = run(zi, kw)
-    bigain.apply(zi, _PermuteConfig(blocks="all", merge_mlp=True))
-    permuted = run(zi, kw)
-    bigain.remove(zi)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
-    # The test has teeth: left in the call, the tables rotate the reordered tokens with the rows of
-    # the model's order, and the output changes.
-    monkeypatch.setattr(ZImageBackbone, "rope_kwarg", None)
-    bigain.apply(zi, _PermuteConfig(blocks="all"))
-    wrong = run(zi, kw)
-    bigain.remove(zi)
-    assert (wrong - base).abs().max() > 1e-3
+    rows_follow_tokens(zi, z_image_inputs(2), run=run, teeth=monkeypatch, merge_mlp=True)
 
 
 def test_rotary_positions_follow_downsampled_keys(zi):
-    kw = z_image_inputs(2)
-    base = run(zi, kw)
-    bigain.apply(zi, _PermutedKeys(blocks="all"))
-    permuted = run(zi, kw)
-    bigain.remove(zi)
-    torch.testing.assert_close(permuted, base, rtol=1e-5, atol=1e-5)
+    rows_follow_keys(zi, z_image_inputs(2), run=run)
 
 
 def test_omni_calls_and_samples_of_different_sizes_are_refused(zi):

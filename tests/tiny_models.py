@@ -50,7 +50,9 @@ class Tiny:
     def forward(self, model: nn.Module) -> torch.Tensor:
         """The denoiser's output tensor for these inputs."""
         args, kwargs = self.inputs()
-        out = model(*args, **{**kwargs, "return_dict": False})[0]
+        out = model(*args, **{**kwargs, "return_dict": False})
+        if isinstance(out, (list, tuple)):  # diffusers' (sample,) tuple; Kandinsky 5 returns the tensor itself
+            out = out[0]
         return torch.stack(out) if isinstance(out, (list, tuple)) else out  # Z-Image: one tensor per sample
 
 
@@ -996,3 +998,357 @@ tiny(
     lambda: make_tiny_hunyuan_image(patch_size=(1, 2, 2), byt5=False),
     lambda: ((), hunyuan_image_inputs(2, latent=(1, 12, 20), byt5=False)),
 )
+
+
+def make_tiny_ltx2(layers: int = 2, split: bool = False) -> nn.Module:
+    """An LTX-2 denoiser in miniature: video 2 heads of 16 channels (inner 32, not a multiple of 6, so
+    the rotary tables carry padding channels), audio 2 heads of 8, 4 latent channels each, text
+    captions of 16 channels. `split`: LTX-2.3's options (split rotary tables, gated attention, the
+    prompt's cross-attention modulation, the perturbed-attention processor of spatio-temporal guidance)."""
+    from diffusers import LTX2VideoTransformer3DModel
+
+    options = {}
+    if split:
+        options = dict(
+            rope_type="split", gated_attn=True, audio_gated_attn=True, cross_attn_mod=True,
+            audio_cross_attn_mod=True, perturbed_attn=True,
+        )
+    torch.manual_seed(0)
+    return LTX2VideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        cross_attention_dim=32,
+        audio_in_channels=4,
+        audio_out_channels=4,
+        audio_num_attention_heads=2,
+        audio_attention_head_dim=8,
+        audio_cross_attention_dim=16,
+        num_layers=layers,
+        caption_channels=16,
+        **options,
+    ).eval()
+
+
+def ltx2_coords(batch: int, grid=(2, 6, 10), audio: int = 5, fps: float = 24.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (video, audio) coordinates the LTX-2 pipelines make with the model's rotary modules (at the
+    published VAE scale factors and causal offset; the coordinates do not depend on the widths)."""
+    from diffusers.models.transformers.transformer_ltx2 import LTX2AudioVideoRotaryPosEmbed
+
+    cpu = torch.device("cpu")
+    video = LTX2AudioVideoRotaryPosEmbed(dim=32).prepare_video_coords(batch, *grid, cpu, fps=fps)
+    sound = LTX2AudioVideoRotaryPosEmbed(dim=16, scale_factors=(4,), modality="audio")
+    return video, sound.prepare_audio_coords(batch, audio, cpu)
+
+
+def ltx2_inputs(
+    batch: int = 2, grid=(2, 6, 10), audio: int = 5, t=(700, 30), per_token: bool = False, appended: int = 0,
+    coords: bool = True, seed: int = 1,
+) -> dict:
+    """One forward's inputs as LTX2Pipeline passes them: packed video tokens on a frames x height x
+    width grid (and the grid as num_frames/height/width), `audio` audio tokens, 5 text tokens per
+    stream (the last one masked), t on the 0-1000 scale (also as `sigma`, which LTX-2.3 reads), and
+    the pipeline's video and audio coordinates (`coords`). `per_token`: image-to-video's (B, S)
+    timesteps, the first frame's tokens at 0. `appended`: LTX2ConditionPipeline-style keyframe tokens
+    after the grid's, at the first frame's first positions, their timesteps 0 (per-token timesteps
+    come with the audio's own `audio_timestep`)."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    n = f * h * w + appended
+    mask = torch.ones(batch, 5)
+    mask[:, -1] = 0
+    ts = torch.tensor(t[:batch], dtype=torch.float32)
+    out = dict(
+        hidden_states=torch.randn(batch, n, 4, generator=g),
+        audio_hidden_states=torch.randn(batch, audio, 4, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        audio_encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        timestep=ts,
+        sigma=ts,
+        encoder_attention_mask=mask,
+        audio_encoder_attention_mask=mask,
+        num_frames=f,
+        height=h,
+        width=w,
+        audio_num_frames=audio,
+        return_dict=False,
+    )
+    if coords:
+        video, sound = ltx2_coords(batch, grid, audio)
+        if appended:
+            video = torch.cat([video, video[:, :, :appended]], dim=2)
+        out.update(video_coords=video, audio_coords=sound)
+    if per_token or appended:
+        tok = ts[:, None].expand(batch, n).clone()
+        if per_token:
+            tok[:, : h * w] = 0
+        if appended:
+            tok[:, n - appended :] = 0
+        out.update(timestep=tok, audio_timestep=ts)  # the audio's own step, as the pipelines pass it
+    return out
+
+
+# 4 blocks: the default placement takes block 1; a 2x6x10 video grid, 5 audio tokens
+tiny("LTX2VideoTransformer3DModel", "ltx2", lambda: make_tiny_ltx2(4), lambda: ((), ltx2_inputs(2)))
+tiny("LTX2VideoTransformer3DModel", "ltx2.3-split", lambda: make_tiny_ltx2(4, split=True), lambda: ((), ltx2_inputs(2, appended=6)))
+
+
+def make_tiny_mochi(layers: int = 3) -> nn.Module:
+    """A Mochi denoiser in miniature: 2 heads of 16 channels on the video stream (32 wide) and a text
+    stream 24 wide, patch 2, `layers` blocks (the last one `context_pre_only`). The learned rotary
+    frequencies start at zero in diffusers (no rotation at all); here they are drawn at random, so
+    the rotary positions matter."""
+    from diffusers import MochiTransformer3DModel
+
+    torch.manual_seed(0)
+    model = MochiTransformer3DModel(
+        patch_size=2,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=layers,
+        pooled_projection_dim=24,
+        in_channels=4,
+        text_embed_dim=16,
+        time_embed_dim=16,
+        max_sequence_length=5,
+    ).eval()
+    with torch.no_grad():
+        model.pos_frequencies.normal_()
+    return model
+
+
+def mochi_inputs(batch: int = 2, latent=(3, 12, 20), t=(300.0, 970.0), seed: int = 1) -> dict:
+    """One forward's inputs as MochiPipeline passes them: a (B, 4, F, H, W) latent (3 frames of a 6x10
+    token grid), 5 text tokens of which row 0 pads the last one and row 1 the last two, and Mochi's
+    reversed timesteps (1000 - the noise level)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, 5)
+    mask[0, -1:] = 0
+    mask[1:, -2:] = 0
+    return dict(
+        hidden_states=torch.randn(batch, 4, *latent, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, 16, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_attention_mask=mask,
+        return_dict=False,
+    )
+
+
+tiny("MochiTransformer3DModel", "mochi", make_tiny_mochi, lambda: ((), mochi_inputs(2)))  # 3x6x10 tokens
+
+
+def make_tiny_cosmos(layers: int = 3, learnable: bool = False, in_channels: int = 4) -> nn.Module:
+    """A Cosmos denoiser in miniature: 2 heads of 16 channels (rotary frequencies 8 temporal + 4 + 4
+    spatial, as two halves), patch (1, 2, 2), `layers` blocks. `learnable`: Cosmos 1.0's learnable
+    position embedding (and its EDM timesteps); otherwise Cosmos 2.x's. The padding-mask channel is
+    off (the model resizes that mask with torchvision, which the test environment lacks)."""
+    from diffusers import CosmosTransformer3DModel
+
+    torch.manual_seed(0)
+    model = CosmosTransformer3DModel(
+        in_channels=in_channels,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=layers,
+        mlp_ratio=2.0,
+        text_embed_dim=12,
+        adaln_lora_dim=8,
+        max_size=(8, 32, 32),
+        patch_size=(1, 2, 2),
+        rope_scale=(1.0, 3.0, 3.0),
+        concat_padding_mask=False,
+        extra_pos_embed_type="learnable" if learnable else None,
+    ).eval()
+    if learnable:
+        with torch.no_grad():
+            for p in model.learnable_pos_embed.parameters():
+                p.normal_()
+    return model
+
+
+def cosmos_inputs(
+    batch: int = 2, latent=(3, 12, 20), t=(0.7, 0.03), condition: bool = False, per_frame: bool = False, seed: int = 1
+) -> dict:
+    """One forward's inputs as the Cosmos 2 pipelines pass them: a (B, 4, F, H, W) latent (3 frames of a
+    6x10 token grid), 5 text tokens with a text mask (row 1 pads its last two), and the noise fraction
+    t in [0, 1]. `condition`: video-to-world's condition_mask channel (the first frame given);
+    `per_frame`: its (B, 1, F, 1, 1) timesteps, the first frame nearly clean."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, 5)
+    mask[1:, -2:] = 0
+    frames = latent[0]
+    out = dict(
+        hidden_states=torch.randn(batch, 4, *latent, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_hidden_states=torch.randn(batch, 5, 12, generator=g),
+        attention_mask=mask,
+        return_dict=False,
+    )
+    if condition:
+        cond = torch.zeros(batch, 1, *latent)
+        cond[:, :, 0] = 1.0
+        out["condition_mask"] = cond
+    if per_frame:
+        ts = torch.tensor(t[:batch])[:, None, None, None, None].repeat(1, 1, frames, 1, 1)
+        ts[:, :, 0] = 0.001
+        out["timestep"] = ts
+    return out
+
+
+tiny("CosmosTransformer3DModel", "cosmos2", make_tiny_cosmos, lambda: ((), cosmos_inputs(2)))  # 3x6x10 tokens
+tiny(
+    "CosmosTransformer3DModel",
+    "cosmos2-video2world",
+    lambda: make_tiny_cosmos(in_channels=5),
+    lambda: ((), cosmos_inputs(2, condition=True, per_frame=True)),
+)
+
+
+def make_tiny_kandinsky5(layers: int = 4, text_layers: int = 1, visual_cond: bool = False) -> nn.Module:
+    """A Kandinsky 5 denoiser in miniature: 2 heads of 16 channels (rotary axes 4 + 6 + 6), one text
+    block, `layers` visual blocks, patch (1, 2, 2) on 4 latent channels. The modulation layers start
+    at zero in diffusers (every block an identity): they are drawn at random here."""
+    from diffusers import Kandinsky5Transformer3DModel
+
+    torch.manual_seed(0)
+    model = Kandinsky5Transformer3DModel(
+        in_visual_dim=4,
+        in_text_dim=12,
+        in_text_dim2=8,
+        time_dim=16,
+        out_visual_dim=4,
+        patch_size=(1, 2, 2),
+        model_dim=32,
+        ff_dim=64,
+        num_text_blocks=text_layers,
+        num_visual_blocks=layers,
+        axes_dims=(4, 6, 6),
+        visual_cond=visual_cond,
+    ).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module).__name__ == "Kandinsky5Modulation":
+                module.out_layer.weight.normal_(std=0.2)
+                module.out_layer.bias.normal_(std=0.2)
+    return model
+
+
+def kandinsky5_inputs(
+    batch: int = 2, grid=(2, 6, 10), text: int = 5, t=(700.0, 30.0), visual_cond: bool = False, seed: int = 1
+) -> dict:
+    """One forward's inputs as Kandinsky5T2VPipeline passes them: a channels-last (B, F, 2H, 2W, 4)
+    latent for an F x H x W token grid (with `visual_cond`, the conditioning frame and its mask as 5
+    more channels), `text` prompt tokens, the pooled prompt, and the rotary positions of the grid and
+    the text. The model returns its output tensor itself with return_dict=False."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    x = torch.randn(batch, f, 2 * h, 2 * w, 4, generator=g)
+    if visual_cond:
+        cond, mask = torch.zeros_like(x), torch.zeros(batch, f, 2 * h, 2 * w, 1)
+        cond[:, :1], mask[:, :1] = torch.randn(batch, 1, 2 * h, 2 * w, 4, generator=g), 1.0
+        x = torch.cat([x, cond, mask], dim=-1)
+    return dict(
+        hidden_states=x,
+        encoder_hidden_states=torch.randn(batch, text, 12, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        pooled_projections=torch.randn(batch, 8, generator=g),
+        visual_rope_pos=[torch.arange(f), torch.arange(h), torch.arange(w)],
+        text_rope_pos=torch.arange(text),
+    )
+
+
+# Kandinsky 5 returns its output tensor itself with return_dict=False: `Tiny.forward` compares sample 0.
+tiny("Kandinsky5Transformer3DModel", "kandinsky5", make_tiny_kandinsky5, lambda: ((), kandinsky5_inputs(2)))
+tiny(
+    "Kandinsky5Transformer3DModel",
+    "kandinsky5-i2v",
+    lambda: make_tiny_kandinsky5(visual_cond=True),
+    lambda: ((), kandinsky5_inputs(2, visual_cond=True)),
+)
+
+
+def make_tiny_sana_video(layers: int = 4) -> nn.Module:
+    """A SANA-Video denoiser in miniature: 2 heads of 16 channels (Wan's rotary split 8 + 4 + 4),
+    linear self-attention and cross-attention of 2 heads of 16, patch (1, 2, 2) on 4 latent channels."""
+    from diffusers import SanaVideoTransformer3DModel
+
+    torch.manual_seed(0)
+    return SanaVideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=layers,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=16,
+        cross_attention_dim=32,
+        caption_channels=12,
+        mlp_ratio=2.0,
+        sample_size=8,
+        patch_size=(1, 2, 2),
+    ).eval()
+
+
+def sana_video_inputs(batch: int = 2, grid=(2, 6, 10), t=(700.0, 30.0), i2v: bool = False, seed: int = 1) -> dict:
+    """One forward's inputs as SanaVideoPipeline passes them: a (B, 4, F, 2H, 2W) latent for an
+    F x H x W token grid, 5 text tokens of which row 0 pads the last one and row 1 the last two, and
+    the timesteps; with `i2v`, SanaImageToVideoPipeline's per-token timesteps (B, 1, F, H, W), 0 on
+    the conditioning frame."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    mask = torch.ones(batch, 5)
+    mask[0, -1:] = 0
+    mask[1:, -2:] = 0
+    timestep = torch.tensor(t[:batch])
+    if i2v:
+        cond = torch.zeros(batch, 1, f, h, w)
+        cond[:, :, 0] = 1.0
+        timestep = timestep[:, None, None, None, None] * (1 - cond)
+    return dict(
+        hidden_states=torch.randn(batch, 4, f, 2 * h, 2 * w, generator=g),
+        encoder_hidden_states=torch.randn(batch, 5, 12, generator=g),
+        encoder_attention_mask=mask,
+        timestep=timestep,
+        return_dict=False,
+    )
+
+
+tiny("SanaVideoTransformer3DModel", "sana-video", make_tiny_sana_video, lambda: ((), sana_video_inputs(2)))
+tiny("SanaVideoTransformer3DModel", "sana-video-i2v", make_tiny_sana_video, lambda: ((), sana_video_inputs(2, i2v=True)))
+
+
+def make_tiny_easyanimate(layers: int = 4, mmdit_layers: int | None = None) -> nn.Module:
+    """An EasyAnimate denoiser in miniature: 2 heads of 16 channels, patch 2 on 4 latent channels,
+    12 text channels; every block MMDiT (as published) unless `mmdit_layers` says fewer."""
+    from diffusers import EasyAnimateTransformer3DModel
+
+    torch.manual_seed(0)
+    return EasyAnimateTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        patch_size=2,
+        num_layers=layers,
+        mmdit_layers=layers if mmdit_layers is None else mmdit_layers,
+        time_embed_dim=16,
+        text_embed_dim=12,
+    ).eval()
+
+
+def easyanimate_inputs(batch: int = 2, grid=(2, 6, 10), text: int = 5, t=(700.0, 30.0), seed: int = 1) -> dict:
+    """One forward's inputs as EasyAnimatePipeline passes them: a (B, 4, F, 2H, 2W) latent for an
+    F x H x W token grid, `text` prompt tokens and the timesteps (the model makes its rotary tables)."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    return dict(
+        hidden_states=torch.randn(batch, 4, f, 2 * h, 2 * w, generator=g),
+        timestep=torch.tensor(t[:batch]),
+        encoder_hidden_states=torch.randn(batch, text, 12, generator=g),
+        return_dict=False,
+    )
+
+
+tiny("EasyAnimateTransformer3DModel", "easyanimate", make_tiny_easyanimate, lambda: ((), easyanimate_inputs(2)))

@@ -14,7 +14,9 @@ from .chroma import ChromaBackbone
 from .cogvideox import CogVideoXBackbone
 from .cogvideox_relatives import ConsisIDBackbone
 from .cogview4 import CogView4Backbone
+from .cosmos import CosmosBackbone
 from .dit import DiTBackbone
+from .easyanimate import EasyAnimateBackbone
 from .families import SPECS
 from .flux import FluxBackbone
 from .flux2 import Flux2Backbone
@@ -23,10 +25,14 @@ from .hidream import HiDreamBackbone
 from .hunyuan_dit import HunyuanDiTBackbone
 from .hunyuan_video import HunyuanVideoBackbone
 from .hunyuan_video_relatives import HunyuanImageBackbone, HunyuanVideo15Backbone
+from .kandinsky import Kandinsky5Backbone
 from .ltx import LTXBackbone
+from .ltx2 import LTX2Backbone
 from .lumina2 import Lumina2Backbone
+from .mochi import MochiBackbone
 from .qwen_image import QwenImageBackbone
 from .qwen_image21 import QwenImage21Backbone
+from .sana_video import SanaVideoBackbone
 from .sd3 import SD3Backbone
 from .spec import BackboneSpec, SpecBackbone, Stack
 from .unet import UNetBackbone
@@ -62,6 +68,12 @@ BACKBONES: list[Backbone] = [
     ZImageBackbone(),
     HunyuanVideo15Backbone(),
     HunyuanImageBackbone(),
+    LTX2Backbone(),
+    MochiBackbone(),
+    CosmosBackbone(),
+    Kandinsky5Backbone(),
+    SanaVideoBackbone(),
+    EasyAnimateBackbone(),
 ]
 SUPPORTED = tuple(c for b in BACKBONES for c in b.classes)
 

@@ -57,6 +57,20 @@ class Block:
         return self.module
 
 
+def double_single_blocks(model: nn.Module, single: str = "text_prefix") -> list[Block]:
+    """The Flux-style stack, in forward order: `transformer_blocks` (double-stream: joint attention
+    `attn`, feed-forward `ff`), then `single_transformer_blocks` (attention `attn` alone), whose text
+    layout is the Block flag `single` ("text_prefix": [text; image], "text_suffix": [image; text])."""
+    out = [
+        Block(i, f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True)
+        for i, b in enumerate(model.transformer_blocks)
+    ]
+    layout = {single: True}
+    for i, b in enumerate(model.single_transformer_blocks):
+        out.append(Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, **layout))
+    return out
+
+
 @dataclass
 class ForwardInfo:
     """What one forward of the denoiser looks like, read by the model pre-hook."""
@@ -65,6 +79,18 @@ class ForwardInfo:
     timesteps: torch.Tensor | None  # (B,) float32 on the 0-1000 scale, on the input's device
     host_timesteps: tuple[float, ...] | None = None  # the same, when the caller gave Python numbers
     extra: dict[str, Any] = field(default_factory=dict)  # adapter-specific
+
+
+def call_arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
+    """A call's argument: positional at `position` when given so, else keyword `name` (None if absent)."""
+    return args[position] if len(args) > position else kwargs.get(name)
+
+
+def with_call_arg(args: tuple, kwargs: dict, position: int, name: str, value: Any) -> tuple[tuple, dict]:
+    """The call's (args, kwargs) with that argument replaced by `value`, where the caller put it."""
+    if len(args) > position:
+        return args[:position] + (value,) + tuple(args[position + 1 :]), kwargs
+    return args, {**kwargs, name: value}
 
 
 def as_timesteps(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Block
+from .base import Block, double_single_blocks
 from .flux import FluxBackbone
 
 
@@ -41,13 +41,6 @@ class ChromaBackbone(FluxBackbone):
     mask_layout = "pairs"
 
     def blocks(self, model: nn.Module) -> list[Block]:
-        out = []
-        for i, b in enumerate(model.transformer_blocks):
-            out.append(
-                Block(len(out), f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True)
-            )
-        for i, b in enumerate(model.single_transformer_blocks):
-            out.append(
-                Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, text_prefix=True)
-            )
-        return out
+        # Flux's stack without Flux's version check: Chroma's single blocks take no
+        # encoder_hidden_states (their input is already [text; image])
+        return double_single_blocks(model)

@@ -29,17 +29,11 @@ floor(28 j / depth) is in {1-5, 7-11}): blocks 2-6 and 8-12 of CogVideoX-2B's 30
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement
 
 
 class CogVideoXBackbone(Backbone):
@@ -65,10 +59,10 @@ class CogVideoXBackbone(Backbone):
         return relative_placement(len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 5:
             raise ValueError("bigain: the CogVideoX transformer input must be a (B, F, C, H, W) latent")
-        dev, host = as_timesteps(_arg(args, kwargs, 2, "timestep"), x.shape[0], x.device)
+        dev, host = as_timesteps(call_arg(args, kwargs, 2, "timestep"), x.shape[0], x.device)
         p = int(model.config.patch_size)
         p_t = int(getattr(model.config, "patch_size_t", None) or 1)  # ConsisID has no temporal patch
         f, _, h, w = (int(s) for s in x.shape[1:])
@@ -79,7 +73,4 @@ class CogVideoXBackbone(Backbone):
 
     def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: nn.Module) -> torch.Tensor:
         # x: a (B, heads, T + N, D) q/k norm output of [text; video]; rotate the N video rows
-        n = cos.shape[-2]
-        t = x.shape[2] - n
-        video = ops.rope_pairs(x[:, :, t:].transpose(1, 2), cos, sin).transpose(1, 2)
-        return torch.cat([x[:, :, :t], video], dim=2) if t else video
+        return ops.rope_after_text(ops.rope_pairs, x, cos, sin)

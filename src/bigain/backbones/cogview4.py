@@ -76,10 +76,7 @@ class CogView4Backbone(Backbone):
 
     def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: nn.Module) -> torch.Tensor:
         # x: a (B, heads, T + N, D) q/k norm output of [text; image]; rotate the N image rows
-        n = cos.shape[-2]
-        t = x.shape[2] - n
-        image = ops.rope_halves(x[:, :, t:].transpose(1, 2), cos, sin).transpose(1, 2)
-        return torch.cat([x[:, :, :t], image], dim=2) if t else image
+        return ops.rope_after_text(ops.rope_halves, x, cos, sin)
 
     def rope_rows(self, tables: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not (

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .base import Backbone, Block, ForwardInfo, as_timesteps, double_single_blocks, relative_placement
 
 
 class FluxBackbone(Backbone):
@@ -40,12 +40,7 @@ class FluxBackbone(Backbone):
             # Older releases concatenate text and image before the single-stream blocks and use
             # another attention layout; the hooks here follow diffusers >= 0.35.
             raise TypeError("bigain supports Flux from diffusers 0.35 on; please upgrade diffusers")
-        out = []
-        for i, b in enumerate(model.transformer_blocks):
-            out.append(Block(len(out), f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True))
-        for i, b in enumerate(model.single_transformer_blocks):
-            out.append(Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, text_prefix=True))
-        return out
+        return double_single_blocks(model)
 
     def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
         return relative_placement(len(blocks))

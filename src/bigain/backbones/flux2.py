@@ -36,9 +36,7 @@ forward order (double then single), as Flux.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .base import Block
 from .flux import FluxBackbone
 
 _KV_REFUSAL = (
@@ -60,18 +58,6 @@ class Flux2Backbone(FluxBackbone):
     timestep_position = 2  # forward(hidden_states, encoder_hidden_states, timestep, img_ids, ...)
     img_ids_position = 3
     refuses = {"kv": _KV_REFUSAL}
-
-    def blocks(self, model: nn.Module) -> list[Block]:
-        out = []
-        for i, b in enumerate(model.transformer_blocks):
-            out.append(
-                Block(len(out), f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True)
-            )
-        for i, b in enumerate(model.single_transformer_blocks):
-            out.append(
-                Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, text_prefix=True)
-            )
-        return out
 
     def ids_grid(self, ids: torch.Tensor) -> tuple[int, int]:
         first, last = torch.stack([ids[0], ids[-1]]).tolist()  # one host read per new ids tensor

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .base import Backbone, Block, ForwardInfo, as_timesteps, double_single_blocks, relative_placement
 
 PROCESSORS = ("HunyuanVideoAttnProcessor2_0",)
 
@@ -65,16 +65,7 @@ class HunyuanVideoBackbone(Backbone):
                 "bigain: HunyuanVideo with image_condition_type='token_replace' (HunyuanVideo-I2V) modulates "
                 "the first frame's tokens apart inside its blocks; bigain does not support it yet"
             )
-        out = []
-        for i, b in enumerate(model.transformer_blocks):
-            out.append(
-                Block(len(out), f"transformer_blocks.{i}", b, 1, {"attn": b.attn, "ff": b.ff}, joint=True)
-            )
-        for i, b in enumerate(model.single_transformer_blocks):
-            out.append(
-                Block(len(out), f"single_transformer_blocks.{i}", b, 1, {"attn": b.attn}, text_suffix=True)
-            )
-        return out
+        return double_single_blocks(model, single="text_suffix")
 
     def default_blocks(self, model: nn.Module, blocks: list[Block]) -> tuple[int, ...] | None:
         return relative_placement(len(blocks))

@@ -36,11 +36,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement
 
 
 class LTXBackbone(Backbone):
@@ -64,19 +60,19 @@ class LTXBackbone(Backbone):
         return relative_placement(len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 3:
             raise ValueError("bigain: the LTX-Video transformer input must be packed (B, S, C) tokens")
-        if _arg(args, kwargs, 8, "video_coords") is not None:
+        if call_arg(args, kwargs, 8, "video_coords") is not None:
             raise ValueError(
                 "bigain: the LTX-Video transformer was called with video_coords (LTXConditionPipeline, "
                 "the long multi-prompt pipeline): its token grid is not given as num_frames, height and "
                 "width, and bigain supports only calls that give it so (LTXPipeline, LTXImageToVideoPipeline)"
             )
-        dims = [_arg(args, kwargs, i, n) for i, n in ((4, "num_frames"), (5, "height"), (6, "width"))]
+        dims = [call_arg(args, kwargs, i, n) for i, n in ((4, "num_frames"), (5, "height"), (6, "width"))]
         if any(d is None for d in dims):
             raise ValueError("bigain: the LTX-Video transformer needs num_frames, height and width (the token grid)")
-        t = _arg(args, kwargs, 2, "timestep")
+        t = call_arg(args, kwargs, 2, "timestep")
         if isinstance(t, torch.Tensor) and t.dim() == 2:
             t = t.amax(dim=1)  # (B, 1), or per-token (image-to-video): the row's denoising step
         dev, host = as_timesteps(t, x.shape[0], x.device)

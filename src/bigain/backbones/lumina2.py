@@ -61,17 +61,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
-
-
-def _with(args: tuple, kwargs: dict, position: int, name: str, value: Any) -> tuple[tuple, dict]:
-    if len(args) > position:
-        return args[:position] + (value,) + tuple(args[position + 1 :]), kwargs
-    return args, {**kwargs, name: value}
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement, with_call_arg
 
 
 def joint_order(mask: torch.Tensor, num_image: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,24 +92,24 @@ class _Lumina2Hooks:
 
     # -- the attention call: encoder_hidden_states is the attention's input ---------------------
     def drop_context(self, module: nn.Module, args: tuple, kwargs: dict):
-        x = _arg(args, kwargs, 0, "hidden_states")
-        if _arg(args, kwargs, 1, "encoder_hidden_states") is not x:
+        x = call_arg(args, kwargs, 0, "hidden_states")
+        if call_arg(args, kwargs, 1, "encoder_hidden_states") is not x:
             return None
-        return _with(args, kwargs, 1, "encoder_hidden_states", None)
+        return with_call_arg(args, kwargs, 1, "encoder_hidden_states", None)
 
     def restore_context(self, module: nn.Module, args: tuple, kwargs: dict):
-        if _arg(args, kwargs, 1, "encoder_hidden_states") is not None:
+        if call_arg(args, kwargs, 1, "encoder_hidden_states") is not None:
             return None  # a KV method's downsampled keys and values
-        return _with(args, kwargs, 1, "encoder_hidden_states", _arg(args, kwargs, 0, "hidden_states"))
+        return with_call_arg(args, kwargs, 1, "encoder_hidden_states", call_arg(args, kwargs, 0, "hidden_states"))
 
     # -- main blocks whose captions differ in length: [caption; padding; image] inside the block --
     def reorder(self, module: nn.Module, args: tuple, kwargs: dict):
-        mask = _arg(args, kwargs, 1, "attention_mask")
+        mask = call_arg(args, kwargs, 1, "attention_mask")
         if mask is None:  # every caption the same length: the image already at one offset
             return None
         fwd = self.patch.state.current()
-        x = _arg(args, kwargs, 0, "hidden_states")
-        rotary = _arg(args, kwargs, 2, "image_rotary_emb")
+        x = call_arg(args, kwargs, 0, "hidden_states")
+        rotary = call_arg(args, kwargs, 2, "image_rotary_emb")
         seen = fwd.cache.setdefault("lumina2-order", [])
         # the model passes the same mask and table to every main block: reordered once per forward
         made = next((done for m, r, done in seen if m is mask and r is rotary), None)
@@ -139,10 +129,10 @@ class _Lumina2Hooks:
             seen.append((mask, rotary, made))
         order, inverse, mask4, rotary_rows = made
         fwd.cache[self.key] = inverse
-        args, kwargs = _with(args, kwargs, 0, "hidden_states", _gather_rows(x, order))
-        args, kwargs = _with(args, kwargs, 1, "attention_mask", mask4)
+        args, kwargs = with_call_arg(args, kwargs, 0, "hidden_states", _gather_rows(x, order))
+        args, kwargs = with_call_arg(args, kwargs, 1, "attention_mask", mask4)
         if rotary is not None:
-            args, kwargs = _with(args, kwargs, 2, "image_rotary_emb", rotary_rows)
+            args, kwargs = with_call_arg(args, kwargs, 2, "image_rotary_emb", rotary_rows)
         return args, kwargs
 
     def put_back(self, module: nn.Module, output: Any):
@@ -178,11 +168,11 @@ class Lumina2Backbone(Backbone):
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         # forward(hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, ...)
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 4:
             raise ValueError("bigain: the Lumina2 transformer input must be a (B, C, H, W) latent")
         p = int(model.config.patch_size)
-        dev, host = as_timesteps(_arg(args, kwargs, 1, "timestep"), x.shape[0], x.device)
+        dev, host = as_timesteps(call_arg(args, kwargs, 1, "timestep"), x.shape[0], x.device)
         if dev is not None:  # Lumina's 0 is noise: t = 1000 * (1 - timestep)
             dev = (1.0 - dev) * 1000.0
         if host is not None:
@@ -210,8 +200,4 @@ class Lumina2Backbone(Backbone):
         return tables.real, tables.imag
 
     def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: nn.Module) -> torch.Tensor:
-        # `apply_rotary_emb(x, freqs, use_real=False)`, op for op: x (B, S, heads, D), rows (B, S, D / 2)
-        freqs = torch.complex(cos, sin)
-        freqs = freqs[:, None] if freqs.dim() == 2 else freqs[:, :, None]
-        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-        return torch.view_as_real(pairs * freqs).flatten(3).type_as(x)
+        return ops.rope_complex(x, cos, sin)  # `apply_rotary_emb(x, freqs, use_real=False)`

@@ -38,17 +38,13 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Backbone, Block, ForwardInfo, as_timesteps, relative_placement
+from .base import Backbone, Block, ForwardInfo, as_timesteps, call_arg, relative_placement
 
 KV_MASK_REFUSAL = (
     "the call passes encoder_hidden_states_mask (a padded prompt): Qwen-Image's attention processor "
     "builds the joint mask from the number of image queries, which differs from the number of "
     "downsampled image keys; pass unpadded prompts (the pipeline drops an all-ones mask) or use a token method"
 )
-
-
-def _arg(args: tuple, kwargs: dict, position: int, name: str) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name)
 
 
 def _image_shape(img_shapes: Any) -> tuple[int, int, int]:
@@ -93,14 +89,14 @@ class QwenImageBackbone(Backbone):
         return relative_placement(len(blocks))
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 3:
             raise ValueError("bigain: the Qwen-Image transformer input must be packed (B, S, C) tokens")
-        _, h, w = _image_shape(_arg(args, kwargs, 4, "img_shapes"))
-        t = _arg(args, kwargs, 3, "timestep")
+        _, h, w = _image_shape(call_arg(args, kwargs, 4, "img_shapes"))
+        t = call_arg(args, kwargs, 3, "timestep")
         dev, host = as_timesteps(t, x.shape[0], x.device, scale=1000.0)
         extra = {}
-        if _arg(args, kwargs, 2, "encoder_hidden_states_mask") is not None:
+        if call_arg(args, kwargs, 2, "encoder_hidden_states_mask") is not None:
             extra["kv_refused"] = KV_MASK_REFUSAL
         return ForwardInfo(ops.Grid.image(h, w), dev, host, extra)
 
@@ -113,8 +109,4 @@ class QwenImageBackbone(Backbone):
         return rows.real, rows.imag
 
     def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: nn.Module) -> torch.Tensor:
-        # `apply_rotary_emb_qwen(x, freqs, use_real=False)`, op for op, with per-sample rows allowed
-        freqs = torch.complex(cos, sin).to(x.device)
-        freqs = freqs[:, None] if freqs.dim() == 2 else freqs[:, :, None]
-        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-        return torch.view_as_real(pairs * freqs).flatten(3).type_as(x)
+        return ops.rope_complex(x, cos, sin)  # `apply_rotary_emb_qwen(x, freqs, use_real=False)`

@@ -57,8 +57,8 @@ import torch
 from torch import nn
 
 from .. import ops
-from .base import Block, ForwardInfo, as_timesteps
-from .qwen_image import QwenImageBackbone, _arg
+from .base import Block, ForwardInfo, as_timesteps, call_arg
+from .qwen_image import QwenImageBackbone
 
 
 def _target_shape(img_shapes: Any) -> tuple[int, int]:
@@ -98,13 +98,13 @@ class QwenImage21Backbone(QwenImageBackbone):
 
     def read_forward(self, model: nn.Module, args: tuple, kwargs: dict, cache: dict) -> ForwardInfo:
         # forward(hidden_states, encoder_hidden_states, timestep, img_shapes, img_mask, encoder_hidden_states_mask, ...)
-        x = _arg(args, kwargs, 0, "hidden_states")
+        x = call_arg(args, kwargs, 0, "hidden_states")
         if x is None or x.dim() != 3:
             raise ValueError("bigain: the Qwen-Image 2.1 transformer input must be packed (B, S, C) tokens")
-        h, w = _target_shape(_arg(args, kwargs, 3, "img_shapes"))
+        h, w = _target_shape(call_arg(args, kwargs, 3, "img_shapes"))
         if x.shape[1] < h * w:
             raise ValueError(f"bigain: img_shapes give a {h}x{w} target image but there are {x.shape[1]} image tokens")
-        dev, host = as_timesteps(_arg(args, kwargs, 2, "timestep"), x.shape[0], x.device, scale=1000.0)
+        dev, host = as_timesteps(call_arg(args, kwargs, 2, "timestep"), x.shape[0], x.device, scale=1000.0)
         return ForwardInfo(ops.Grid.image(h, w), dev, host)
 
     def rope_rows(self, tables: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -94,15 +94,6 @@ def _token_grid(x: Any, p: int, pf: int) -> tuple[int, int, int]:
     return next(iter(grids))
 
 
-def rope_complex(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """`ZSingleStreamAttnProcessor`'s rotation, op for op, on (B, S, heads, D): adjacent channel pairs
-    as complex numbers in float32 times the table rows (cos + i sin), (S, D/2) or (B, S, D/2)."""
-    freqs = torch.complex(cos, sin).to(x.device)
-    freqs = freqs[:, None] if freqs.dim() == 2 else freqs[:, :, None]
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(pairs * freqs).flatten(3).type_as(x)
-
-
 class ZImageBackbone(Backbone):
     name = "z-image"
     classes = ("ZImageTransformer2DModel",)
@@ -152,4 +143,4 @@ class ZImageBackbone(Backbone):
         return tables.real, tables.imag
 
     def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: nn.Module) -> torch.Tensor:
-        return rope_complex(x, cos, sin)
+        return ops.rope_complex(x, cos, sin)  # `ZSingleStreamAttnProcessor`'s rotation

@@ -115,10 +115,10 @@ def _count(
     attention = explicit_attention(model) if explicit else contextlib.nullcontext()
     with (
         torch.no_grad(),
+        _inputs_to_meta(model),  # before the patch: its hooks read host inputs first
         patched(model, method, **options),
         _host_timesteps(model, inputs, kwargs),
         attention,
-        _inputs_to_meta(model),
     ):
         counter = FlopCounterMode(display=False)
         with counter:
@@ -172,20 +172,33 @@ def _meta_config(
 
 @contextlib.contextmanager
 def _inputs_to_meta(model: nn.Module) -> Iterator[None]:
-    """For a meta-device model: move CPU input tensors (the timestep) to meta in a pre-hook that
-    runs after the patch's own hooks, so those still read the timestep's value."""
+    """For a meta-device model: move CPU input tensors (the timestep; Flux's `img_ids`, whose values
+    the adapter reads on the host; in lists too, as Z-Image takes its latents) to meta just before
+    the model's own forward. Entered before the patch, as a wrapper of the instance's `forward`: the
+    patch's denoiser hooks wrap it in turn and so still see the host values (a torch pre-hook would
+    run before them)."""
     if not _on_meta(model):
         yield
         return
 
     def to_meta(v: Any) -> Any:
-        return v.to("meta") if isinstance(v, torch.Tensor) and v.device.type != "meta" else v
+        if isinstance(v, torch.Tensor):
+            return v.to("meta") if v.device.type != "meta" else v
+        if isinstance(v, (list, tuple)):
+            return type(v)(to_meta(x) for x in v)
+        return v
 
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        return tuple(to_meta(a) for a in args), {k: to_meta(v) for k, v in kwargs.items()}
+    inner = model.__dict__.get("forward")
+    call = model.forward
 
-    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return call(*(to_meta(a) for a in args), **{k: to_meta(v) for k, v in kwargs.items()})
+
+    model.forward = forward
     try:
         yield
     finally:
-        handle.remove()
+        if inner is None:
+            del model.forward
+        else:
+            model.forward = inner

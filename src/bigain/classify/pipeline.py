@@ -1,9 +1,11 @@
 """Bundles for diffusers pipelines (SD-style text-conditional, DiT class-conditional, flow-matching
-SD3 / Flux / Chroma / Qwen-Image / AuraFlow / CogView4 / SANA), and the
+SD3 / Flux / Chroma / Qwen-Image / AuraFlow / CogView4 / SANA / Flux 2 / Z-Image / Lumina2 /
+HiDream-I1 / Qwen-Image 2.1 / Bria / LongCat-Image / Ovis-Image), and the
 image → x0 preparation the classifier needs (torchvision's ``Resize`` + ``CenterCrop`` arithmetic)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +35,11 @@ def _vae_encoder(vae: torch.nn.Module):
     - ``AutoencoderKLQwenImage`` (a video VAE): the image as one frame, then
       ``(latent_dist.mean - latents_mean) / latents_std`` per channel, as QwenImage's img2img
       pipeline normalises, back to (B, C, h, w);
-    - ``AutoencoderDC`` (SANA): ``latent · scaling_factor`` (the encoder is deterministic).
+    - ``AutoencoderDC`` (SANA): ``latent · scaling_factor`` (the encoder is deterministic);
+    - ``AutoencoderKLFlux2``: the mean's 2x2 patches as channels (Flux2Pipeline's
+      ``_patchify_latents``), then its batch norm's running statistics
+      ``(x - running_mean) / sqrt(running_var + batch_norm_eps)``, so the latent is the
+      (4C, h/2, w/2) grid whose cells are the transformer's tokens.
     """
     cfg = vae.config
     scaling = float(getattr(cfg, "scaling_factor", None) or 1.0)
@@ -47,6 +53,17 @@ def _vae_encoder(vae: torch.nn.Module):
         x = pixels.to(device=p.device, dtype=p.dtype)
         if "AutoencoderDC" in names:
             return vae.encode(x).latent.float() * scaling
+        if "AutoencoderKLFlux2" in names:
+            z = vae.encode(x).latent_dist.mean.float()
+            B, C, h, w = z.shape
+            z = (
+                z.reshape(B, C, h // 2, 2, w // 2, 2)
+                .permute(0, 1, 3, 5, 2, 4)
+                .reshape(B, C * 4, h // 2, w // 2)
+            )
+            mean = vae.bn.running_mean.float().view(1, -1, 1, 1)
+            std = torch.sqrt(vae.bn.running_var.float().view(1, -1, 1, 1) + float(cfg.batch_norm_eps))
+            return (z - mean) / std
         if video:
             latents = vae.encode(x[:, :, None]).latent_dist.mean.float()  # (B, C, 1, h, w)
             view = (1, -1, 1, 1, 1)
@@ -63,6 +80,10 @@ def _vae_scale(vae: torch.nn.Module) -> int:
     cfg = vae.config
     if getattr(cfg, "encoder_block_out_channels", None) is not None:  # AutoencoderDC
         return 2 ** (len(cfg.encoder_block_out_channels) - 1)
+    if getattr(cfg, "batch_norm_eps", None) is not None and hasattr(
+        vae, "bn"
+    ):  # AutoencoderKLFlux2: patchified
+        return 2 ** (len(cfg.block_out_channels) - 1) * int(cfg.patch_size[0])
     if getattr(cfg, "temperal_downsample", None) is not None:  # AutoencoderKLQwenImage
         return 2 ** len(cfg.temperal_downsample)
     return 2 ** (len(getattr(cfg, "block_out_channels", [0])) - 1)
@@ -135,6 +156,8 @@ class PromptEncoding:
     mask: int | None = None
     pad: str = "right"
     one_call: bool = False
+    stacked: int | None = None  # a per-prompt stack (N, K, L, D), prompt on dim 1 (HiDream's Llama layers)
+    keep_mask: bool = False  # pass the mask even when it keeps every token (Lumina2's transformer needs one)
 
 
 # Each pipeline's encode_prompt, without classifier-free guidance (the classifier compares
@@ -154,6 +177,23 @@ PROMPT_ENCODINGS: dict[str, PromptEncoding] = {
     "auraflow": PromptEncoding({"do_classifier_free_guidance": False}),
     "cogview4": PromptEncoding({"do_classifier_free_guidance": False}, pad="left", one_call=True),
     "sana": PromptEncoding({"do_classifier_free_guidance": False}, mask=1),
+    # Flux 2: Mistral 3 hidden states of ``text_encoder_out_layers`` side by side, padded to
+    # max_sequence_length and passed without a mask (the pad tokens are attended, as in __call__).
+    "flux2": PromptEncoding({}),
+    # Z-Image: a list of each prompt's valid tokens (the padding is cut off, no mask).
+    "zimage": PromptEncoding({"do_classifier_free_guidance": False}),
+    "lumina2": PromptEncoding({"do_classifier_free_guidance": False}, mask=1, keep_mask=True),
+    # HiDream: T5 tokens, the Llama layers' stack and the two CLIP projections side by side, all
+    # padded to max_sequence_length without a mask.
+    "hidream": PromptEncoding({"do_classifier_free_guidance": False}, pooled=4, stacked=2),
+    "qwenimage21": PromptEncoding({}, mask=1),
+    # Bria: each prompt encoded alone and zero-padded to max_sequence_length, no mask.
+    "bria": PromptEncoding({"do_classifier_free_guidance": False}),
+    # LongCat-Image: padded to the pipeline's tokenizer_max_length (its encode_prompt takes neither
+    # device nor max_sequence_length), no mask.
+    "longcat": PromptEncoding({}),
+    # Ovis-Image: the padded positions are zeroed in the embeddings, no mask.
+    "ovis": PromptEncoding({"do_classifier_free_guidance": False}),
 }
 
 
@@ -175,27 +215,48 @@ def _encode_flow_prompts(
     batch_size: int,
     max_len: int | None,
     encode_kwargs: dict[str, Any] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """(K, L, D) token embeddings, (K, P) pooled embeddings (or None) and a (K, L) text mask (or
-    None: no padding to mask) through the pipeline's own ``encode_prompt`` (every text encoder it
-    has), by the family's :data:`PROMPT_ENCODINGS` row. Batches that come back at different lengths
+        None: no padding to mask) and the (N, K, L', D') stack where the family has one (else None),
+    through the pipeline's own ``encode_prompt`` (every text encoder it has), by the family's
+    :data:`PROMPT_ENCODINGS` row. A list of per-prompt tokens (Z-Image) is right-padded into a
+    tensor with its mask. Batches that come back at different lengths
     are zero-padded to the longest, with the padding masked out."""
     how = PROMPT_ENCODINGS[family]
     extra = {**how.kwargs, **(encode_kwargs or {})}
+    # the common keywords, where this encode_prompt takes them (Z-Image's has no
+    # num_images_per_prompt, LongCat-Image's no device and no max_sequence_length)
+    params = inspect.signature(pipe.encode_prompt).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    takes = {"device", "num_images_per_prompt", "max_sequence_length"} if open_ended else set(params)
     if max_len is not None:
+        if "max_sequence_length" not in takes:
+            raise ValueError(
+                f"{family}: encode_prompt takes no max_sequence_length (the pipeline pads every prompt "
+                "to a length of its own, e.g. LongCat-Image's tokenizer_max_length)"
+            )
         extra["max_sequence_length"] = int(max_len)
+    extra.update({k: v for k, v in (("device", device), ("num_images_per_prompt", 1)) if k in takes})
     step = len(prompts) if how.one_call else batch_size
-    tokens, pooled, masks = [], [], []
+    tokens, pooled, stacked, masks = [], [], [], []
     # the dtype of the pipeline's own mask: an integer one is kept, a float one follows the model
     mask_dtype = None
+    listed = False  # encode_prompt gave a list of each prompt's valid tokens (Z-Image)
     for lo in range(0, len(prompts), step):
         chunk = list(prompts[lo : lo + step])
-        out = pipe.encode_prompt(prompt=chunk, device=device, num_images_per_prompt=1, **extra)
+        out = pipe.encode_prompt(prompt=chunk, **extra)
         tok = out[how.tokens]
+        mask = out[how.mask] if how.mask is not None else None
+        if isinstance(tok, (list, tuple)):
+            listed = True
+            n = max(t.shape[0] for t in tok)
+            mask = torch.stack([(torch.arange(n) < t.shape[0]).float() for t in tok])
+            tok = torch.stack([_pad_to(t[None], n, "right")[0] for t in tok])
         tokens.append(tok)
         if how.pooled is not None:
             pooled.append(out[how.pooled])
-        mask = out[how.mask] if how.mask is not None else None
+        if how.stacked is not None:
+            stacked.append(out[how.stacked])
         if mask is not None and mask_dtype is None:
             mask_dtype = mask.dtype
         masks.append(
@@ -204,16 +265,23 @@ def _encode_flow_prompts(
     length = max(t.shape[1] for t in tokens)
     emb = torch.cat([_pad_to(t, length, how.pad) for t in tokens])
     mask = torch.cat([_pad_to(m, length, how.pad) for m in masks])
-    if bool(mask.all()):
+    if bool(mask.all()) and not how.keep_mask:
         mask = None  # as QwenImagePipeline drops an all-ones mask
-    elif how.mask is None:
+    elif how.mask is None and not listed:
         raise ValueError(
             f"{family}: prompt batches came back at different lengths and the pipeline passes no text "
             "mask; encode the prompts in one batch (a larger batch_size)"
         )
     if mask is not None and mask_dtype is not None and not mask_dtype.is_floating_point:
         mask = mask.to(mask_dtype)
-    return emb, (torch.cat(pooled) if pooled else None), mask
+    if stacked and len({s.shape[2] for s in stacked}) > 1:
+        raise ValueError(f"{family}: prompt batches came back at different lengths; use a larger batch_size")
+    return (
+        emb,
+        (torch.cat(pooled) if pooled else None),
+        mask,
+        (torch.cat(stacked, dim=1) if stacked else None),
+    )
 
 
 def _flow_bundle_from_pipeline(
@@ -233,27 +301,35 @@ def _flow_bundle_from_pipeline(
 
     denoiser = pipe.transformer
     param = next(denoiser.parameters())
-    emb, pooled, mask = _encode_flow_prompts(
+    emb, pooled, mask, stacked = _encode_flow_prompts(
         pipe, family, prompts, param.device, batch_size, max_sequence_length, encode_kwargs
     )
     cfg = denoiser.config
-    size = sample_size or getattr(pipe, "default_sample_size", None)
-    sample_shape = None
-    if size:
-        channels = int(cfg.in_channels) // 4 if FLOW_CALLS[family].packed else int(cfg.in_channels)
-        sample_shape = (channels, int(size), int(size))
-    sched = getattr(pipe, "scheduler", None)
     vae = getattr(pipe, "vae", None)
+    pixel_scale = _vae_scale(vae) if vae is not None else int(getattr(pipe, "vae_scale_factor", 8) or 8)
+    size = sample_size
+    if not size:
+        # the pipeline's default image (default_sample_size · vae_scale_factor pixels, else 1024)
+        # in cells of the latent the classifier works on
+        default = getattr(pipe, "default_sample_size", None)
+        pixels = (
+            default * int(getattr(pipe, "vae_scale_factor", pixel_scale) or pixel_scale) if default else 1024
+        )
+        size = max(1, pixels // pixel_scale)
+    channels = int(cfg.in_channels) // 4 if FLOW_CALLS[family].packed else int(cfg.in_channels)
+    sample_shape = (channels, int(size), int(size))
+    sched = getattr(pipe, "scheduler", None)
     return make_flow_bundle(
         denoiser,
         emb.to(param.dtype),
         None if pooled is None else pooled.to(param.dtype),
         text_mask=mask if mask is None or not mask.is_floating_point() else mask.to(param.dtype),
+        stacked_embeds=None if stacked is None else stacked.to(param.dtype),
         scheduler_config=dict(getattr(sched, "config", {}) or {}),
         shift=shift,
         sample_shape=sample_shape,
         guidance=guidance,
-        pixel_scale=_vae_scale(vae) if vae is not None else int(getattr(pipe, "vae_scale_factor", 8) or 8),
+        pixel_scale=pixel_scale,
         class_names=list(class_names) if class_names is not None else list(prompts),
         name=name or type(pipe).__name__,
         extras={"prompts": list(prompts)},
@@ -281,15 +357,18 @@ def bundle_from_pipeline(
     - Class-conditional (``transformer`` with ``num_embeds_ada_norm``, e.g. DiT): ``class_labels``.
     - Flow-matching (a transformer in :data:`bigain.models.flow.FLOW_CALLS`:
       ``StableDiffusion3Pipeline``, ``FluxPipeline``, ``ChromaPipeline``, ``QwenImagePipeline``,
-      ``AuraFlowPipeline``, ``CogView4Pipeline``, ``SanaPipeline``): a
+      ``AuraFlowPipeline``, ``CogView4Pipeline``, ``SanaPipeline``, ``Flux2Pipeline``,
+      ``ZImagePipeline``, ``Lumina2Pipeline``, ``HiDreamImagePipeline``, ``QwenImage21Pipeline``,
+      ``BriaPipeline``, ``LongCatImagePipeline``, ``OvisImagePipeline``): a
       :class:`bigain.models.flow.FlowBundle`; each prompt goes once through the pipeline's
       ``encode_prompt`` as :data:`PROMPT_ENCODINGS` says (token embeddings per class, the pooled
       ones and the text mask where the family has them; ``max_sequence_length`` as given or the
       pipeline's default; ``encode_kwargs`` go to ``encode_prompt`` too, e.g. SANA's
       ``complex_human_instruction``, which its ``__call__`` adds but ``encode_prompt`` does not);
       σ_t = the scheduler's shift of t / T (``shift`` overrides it, False = none); ``guidance`` is
-      passed to guidance-embedded models; ``sample_size`` is the latent side (default the pipeline's
-      ``default_sample_size``, else the transformer's ``sample_size``). Memory: one (L, D)
+      passed to guidance-embedded models; ``sample_size`` is the latent side (default: the
+      pipeline's default image, ``default_sample_size · vae_scale_factor`` pixels or 1024, in
+      latent cells). Memory: one (L, D)
       embedding per class stays on the device (Flux: 512 x 4096 values by default).
 
     ``x0`` comes from the VAE: ``vae.encode(x).latent_dist.mean × scaling_factor`` (Qwen-Image's and

@@ -1,5 +1,6 @@
 """Flow-matching (rectified-flow) denoisers as bundles: SD3 / SD3.5, Flux, Chroma, Qwen-Image,
-AuraFlow, CogView4 and SANA transformers.
+AuraFlow, CogView4, SANA, Flux 2, Z-Image, Lumina2, HiDream-I1, Qwen-Image 2.1, Bria,
+LongCat-Image and Ovis-Image transformers.
 
 These models are trained on the straight path between data and noise, as diffusers'
 ``FlowMatchEulerDiscreteScheduler`` writes it:
@@ -11,15 +12,19 @@ predicted and the target velocity (:mod:`bigain.classify.engine`), on the same t
 ε-prediction models: timestep ``t`` (0 … T-1 on the 0-1000 scale, T = ``num_train_timesteps``)
 means ``σ = shift(t / T)``, where ``shift`` is the scheduler's own timestep shift:
 
-- static (SD3, AuraFlow: ``shift``; SANA's ``DPMSolverMultistepScheduler``: ``flow_shift`` with
-  ``use_flow_sigmas``): ``σ' = shift σ / (1 + (shift - 1) σ)``, the formula the scheduler applies
-  to its training sigmas;
+- static (SD3, AuraFlow, Lumina2, Bria: ``shift``; SANA's ``DPMSolverMultistepScheduler`` and
+  HiDream-I1's ``UniPCMultistepScheduler``: ``flow_shift`` with ``use_flow_sigmas``):
+  ``σ' = shift σ / (1 + (shift - 1) σ)``, the formula the scheduler applies to its training sigmas;
 - dynamic (Flux, Chroma, Qwen-Image, CogView4: ``use_dynamic_shifting``):
   ``σ' = e^μ / (e^μ + (1/σ - 1))`` (``"linear"`` time-shift type, CogView4's:
   ``μ / (μ + (1/σ - 1))``), with ``μ`` from the number of image tokens as the family's pipeline
   computes it for sampling: linear between ``base_shift`` at ``base_image_seq_len`` and
   ``max_shift`` at ``max_image_seq_len`` (FluxPipeline's rule, copied by Chroma and Qwen-Image), or
-  CogView4's ``sqrt(n / base_image_seq_len) · max_shift + base_shift``;
+  CogView4's ``sqrt(n / base_image_seq_len) · max_shift + base_shift``, or Flux 2's empirical
+  ``compute_empirical_mu`` at its default 50 steps (:func:`flux2_shift`). The count is the image
+  tokens, except where the pipeline counts otherwise (:attr:`FlowCall.mu_tokens`: Lumina2's reads
+  ``latents.shape[1]``, the channel count, HiDream's the transformer's ``max_seq``); Z-Image,
+  Qwen-Image 2.1, LongCat-Image and Ovis-Image use Flux's rule;
 - ``shift=1.0`` (or ``shift=False`` in :func:`make_flow_bundle`) keeps ``σ = t / T``.
 
 Schedule extras that only reshape the inference sigmas (``shift_terminal``, Karras, exponential
@@ -38,10 +43,26 @@ qwenimage   packed    σ                   ``img_shapes``, ``encoder_hidden_stat
 auraflow    (C,H,W)   σ                   none (the pipeline zeroes padded text in the embeddings)
 cogview4    (C,H,W)   1000 t / T          ``original_size`` = ``target_size`` (pixels), ``crop_coords`` 0
 sana        (C,H,W)   1000 σ · config     ``encoder_attention_mask``
+flux2       tokens    σ                   batched 4-axis ``img_ids`` / ``txt_ids``, ``guidance``
+zimage      frames    1 - σ; output -v    ``cap_feats``: a list of each class's valid tokens
+lumina2     (C,H,W)   1 - σ; output -v    ``encoder_attention_mask`` (always passed)
+hidream     (C,H,W)   1000 σ; output -v   ``encoder_hidden_states_t5``, ``..._llama3`` (layers, B, L, D),
+                                          ``pooled_embeds``
+qwenimage21 tokens    σ                   ``img_shapes``, ``img_mask``, ``encoder_hidden_states_mask``
+bria        packed    1000 σ              ``img_ids``, ``txt_ids`` (zeros)
+longcat     packed    σ                   ``txt_ids`` (0, i, i), ``img_ids`` (1, L + row, L + column)
+ovis        packed    σ                   ``txt_ids`` (0, i, i), ``img_ids`` (0, row, column)
 ==========  ========  ==================  ==============================================================
 
-"packed" is FluxPipeline's packing of 2x2 latent patches into tokens (Qwen-Image's pipeline packs
-the same way). CogView4's pipeline passes the *unshifted* timestep (the scheduler shifts only its
+"packed" is FluxPipeline's packing of 2x2 latent patches into tokens (Qwen-Image's, Bria's,
+LongCat-Image's and Ovis-Image's pipelines pack the same way). "tokens": each latent cell is a
+token, row-major (Flux 2, whose latent is the VAE's 2x2 patches as channels after its batch norm,
+see ``bigain.classify.pipeline``; Qwen-Image 2.1, unpatched). "frames": Z-Image takes a list of
+one-frame (C, 1, H, W) latents and returns one. Z-Image and Lumina2 count time the other way
+(their pipelines pass ``1 - t / 1000``: 0 is noise) and, like HiDream's, negate the model's output
+before the scheduler step, so the bundle negates it too. Keywords that differ from the canonical
+``hidden_states`` / ``timestep`` / ``encoder_hidden_states`` / ``pooled_projections`` are renamed
+per row (:attr:`FlowCall.names`). CogView4's pipeline passes the *unshifted* timestep (the scheduler shifts only its
 sigmas when it is given timesteps), so its timestep is ``t`` while the noise level is the shifted
 ``σ``. SANA multiplies by ``config.timestep_scale`` (1.0 on SANA 1.x). ``guidance`` goes to models
 trained with a guidance embedding (FLUX.1-dev; Qwen-Image's ``guidance_embeds``). The default is
@@ -72,9 +93,11 @@ __all__ = [
     "cogview4_shift",
     "flow_call",
     "flow_sigmas",
+    "flux2_shift",
     "latent_image_ids",
     "make_flow_bundle",
     "pack_latents",
+    "position_ids",
     "sigmas_from_scheduler_config",
     "unpack_latents",
 ]
@@ -100,6 +123,22 @@ def cogview4_shift(
 ) -> float:
     """μ of CogView4Pipeline's dynamic shift: ``sqrt(n / base_seq_len) · max_shift + base_shift``."""
     return float((image_seq_len / base_seq_len) ** 0.5 * max_shift + base_shift)
+
+
+def flux2_shift(image_seq_len: int, num_steps: int = 50) -> float:
+    """μ of Flux2Pipeline's dynamic shift (its ``compute_empirical_mu``): fitted lines in the token
+    count at 10 and 200 steps, interpolated at ``num_steps`` (the pipeline's default 50; the
+    classifier scores single training timesteps, so the default sampling length stands in), or
+    the 200-step line alone above 4300 tokens. The scheduler's ``base_shift`` / ``max_shift`` are
+    not read."""
+    n = float(image_seq_len)
+    a1, b1 = 8.73809524e-05, 1.89833333
+    a2, b2 = 0.00016927, 0.45666666
+    if n > 4300:
+        return float(a2 * n + b2)
+    m200, m10 = a2 * n + b2, a1 * n + b1
+    slope = (m200 - m10) / 190.0
+    return float(slope * num_steps + m200 - 200.0 * slope)
 
 
 def flow_sigmas(
@@ -146,7 +185,8 @@ def sigmas_from_scheduler_config(
 
     ``shift`` overrides the config (1.0 = no shift). With ``use_dynamic_shifting`` (and no
     override) μ comes from ``image_seq_len``, the number of image tokens, by ``mu_rule``: ``"flux"``
-    (:func:`calculate_shift`) or ``"cogview4"`` (:func:`cogview4_shift`).
+    (:func:`calculate_shift`), ``"cogview4"`` (:func:`cogview4_shift`) or ``"flux2"``
+    (:func:`flux2_shift`).
     """
     cfg = dict(config or {})
     if cfg.get("invert_sigmas"):
@@ -183,8 +223,10 @@ def sigmas_from_scheduler_config(
                 get("base_shift", 0.25),
                 get("max_shift", 0.75),
             )
+        elif mu_rule == "flux2":
+            mu = flux2_shift(int(image_seq_len))
         else:
-            raise ValueError(f"mu_rule={mu_rule!r}: allowed are 'flux', 'cogview4'")
+            raise ValueError(f"mu_rule={mu_rule!r}: allowed are 'flux', 'cogview4', 'flux2'")
         return flow_sigmas(T, mu=mu, time_shift_type=str(cfg.get("time_shift_type", "exponential")))
     if cfg.get("use_flow_sigmas"):
         return flow_sigmas(T, float(cfg.get("flow_shift") or 1.0))
@@ -220,6 +262,31 @@ def latent_image_ids(
     return ids.reshape(rows * cols, 3)
 
 
+def position_ids(
+    rule: str, rows: int, cols: int, text_len: int, device: Any = None, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image ids, text ids) of a rows x cols token grid after ``text_len`` text tokens, by the
+    pipeline's rule (:attr:`FlowCall.ids`)."""
+    L = int(text_len)
+    i = torch.arange(L, device=device)
+    if rule == "flux2":  # Flux2Pipeline: int64 (t, h, w, l) rows, batched
+        img = torch.zeros(rows * cols, 4, dtype=torch.long, device=device)
+        img[:, 1:3] = latent_image_ids(rows, cols, device, torch.long)[:, 1:]
+        txt = torch.zeros(L, 4, dtype=torch.long, device=device)
+        txt[:, 3] = i
+        return img[None], txt[None]
+    img = latent_image_ids(rows, cols, device, dtype)
+    txt = torch.zeros(L, 3, device=device, dtype=dtype)
+    if rule in ("ovis", "longcat"):
+        txt[:, 1] = txt[:, 2] = i.to(dtype)
+    if rule == "longcat":  # the image after the (always padded to full length) text, modality 1
+        img[:, 0] = 1
+        img[:, 1:] += L
+    elif rule not in ("flux", "ovis"):
+        raise ValueError(f"ids={rule!r}: allowed are 'flux', 'ovis', 'longcat', 'flux2'")
+    return img, txt
+
+
 # --------------------------------------------------------------------------------------------
 # how each family is called
 # --------------------------------------------------------------------------------------------
@@ -232,18 +299,40 @@ class FlowCall:
 
     kind: str
     classes: tuple[str, ...]  # diffusers transformer class names (matched along the MRO)
-    packed: bool = False  # 2x2 latent patches packed into tokens (FluxPipeline's packing)
+    # how the (B, C, H, W) latent goes in: "image" as it is, "packed" (FluxPipeline's 2x2 packing
+    # into (B, H/2 · W/2, 4C) tokens), "tokens" (each cell a token, row-major: (B, H · W, C)),
+    # "frames" (a list of B one-frame (C, 1, H, W) latents: Z-Image)
+    latent: str = "image"
     timestep_scale: float = 1000.0  # timestep = σ · scale
     config_timestep_scale: bool = False  # also times ``config.timestep_scale`` (SANA)
     unshifted_timestep: bool = False  # timestep = (t / T) · scale, not σ · scale (CogView4)
-    pooled: bool = False  # ``pooled_projections`` per class (SD3, Flux)
-    ids: bool = False  # ``img_ids`` (0, row, column) and ``txt_ids`` (zeros) (Flux, Chroma)
-    img_shapes: bool = False  # ``img_shapes=[[(1, rows, cols)]] * B`` (Qwen-Image)
+    reversed_timestep: bool = False  # timestep = (1 - σ) · scale: 0 is noise (Z-Image, Lumina2)
+    negated: bool = False  # the model gives -v: the pipeline negates it (Z-Image, Lumina2, HiDream)
+    pooled: bool = False  # ``pooled_projections`` per class (SD3, Flux, HiDream)
+    # ``img_ids`` / ``txt_ids``: "flux" (image (0, row, column), text zeros: Flux, Chroma, Bria),
+    # "ovis" (text (0, i, i)), "longcat" (text (0, i, i), image (1, L + row, L + column) after the
+    # L text tokens), "flux2" (batched 4-axis ids: image (0, row, column, 0), text (0, 0, 0, i))
+    ids: str | None = None
+    img_shapes: bool = False  # ``img_shapes=[[(1, rows, cols)]] * B`` (Qwen-Image, Qwen-Image 2.1)
+    img_mask: bool = False  # ``img_mask``: False on the text, True on one slot per 4 image tokens
     size_conditions: bool = False  # ``original_size`` / ``target_size`` in pixels, ``crop_coords`` 0
     mask: str | None = None  # the keyword the per-class text mask goes to
     mask_joint: bool = False  # the mask covers [text; image]: ones appended for the image (Chroma)
+    text_list: bool = False  # the text as a list of each class's valid tokens (Z-Image's cap_feats)
+    stacked: str | None = None  # a per-class stack (N, K, L, D), class on dim 1 (HiDream's Llama layers)
     guidance: bool = False  # ``guidance`` when ``config.guidance_embeds`` is set
-    mu_rule: str = "flux"  # dynamic shift μ from the token count: "flux" or "cogview4"
+    mu_rule: str = "flux"  # dynamic shift μ from the token count: "flux", "cogview4" or "flux2"
+    # what the pipeline counts as the image sequence length for μ: "tokens", "channels" (Lumina2's
+    # pipeline reads ``latents.shape[1]`` of a (B, C, H, W) latent) or "max_seq" (HiDream's
+    # ``transformer.max_seq``, fixed by ``max_resolution``)
+    mu_tokens: str = "tokens"
+    # the denoiser's own keyword for each canonical one (hidden_states, timestep,
+    # encoder_hidden_states, pooled_projections), where it differs
+    names: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def packed(self) -> bool:
+        return self.latent == "packed"
 
 
 FLOW_CALLS: dict[str, FlowCall] = {
@@ -253,25 +342,25 @@ FLOW_CALLS: dict[str, FlowCall] = {
         FlowCall(
             "flux",
             ("FluxTransformer2DModel",),
-            packed=True,
+            latent="packed",
             timestep_scale=1.0,
             pooled=True,
-            ids=True,
+            ids="flux",
             guidance=True,
         ),
         FlowCall(
             "chroma",
             ("ChromaTransformer2DModel",),
-            packed=True,
+            latent="packed",
             timestep_scale=1.0,
-            ids=True,
+            ids="flux",
             mask="attention_mask",
             mask_joint=True,
         ),
         FlowCall(
             "qwenimage",
             ("QwenImageTransformer2DModel",),
-            packed=True,
+            latent="packed",
             timestep_scale=1.0,
             img_shapes=True,
             mask="encoder_hidden_states_mask",
@@ -289,6 +378,61 @@ FLOW_CALLS: dict[str, FlowCall] = {
         FlowCall(
             "sana", ("SanaTransformer2DModel",), config_timestep_scale=True, mask="encoder_attention_mask"
         ),
+        FlowCall(
+            "flux2",
+            ("Flux2Transformer2DModel",),
+            latent="tokens",
+            timestep_scale=1.0,
+            ids="flux2",
+            guidance=True,
+            mu_rule="flux2",
+        ),
+        FlowCall(
+            "zimage",
+            ("ZImageTransformer2DModel",),
+            latent="frames",
+            timestep_scale=1.0,
+            reversed_timestep=True,
+            negated=True,
+            text_list=True,
+            names=(("hidden_states", "x"), ("timestep", "t"), ("encoder_hidden_states", "cap_feats")),
+        ),
+        FlowCall(
+            "lumina2",
+            ("Lumina2Transformer2DModel",),
+            timestep_scale=1.0,
+            reversed_timestep=True,
+            negated=True,
+            mask="encoder_attention_mask",
+            mu_tokens="channels",
+        ),
+        FlowCall(
+            "hidream",
+            ("HiDreamImageTransformer2DModel",),
+            negated=True,
+            pooled=True,
+            stacked="encoder_hidden_states_llama3",
+            mu_tokens="max_seq",
+            names=(
+                ("timestep", "timesteps"),
+                ("encoder_hidden_states", "encoder_hidden_states_t5"),
+                ("pooled_projections", "pooled_embeds"),
+            ),
+        ),
+        FlowCall(
+            "qwenimage21",
+            ("QwenImage21Transformer2DModel",),
+            latent="tokens",
+            timestep_scale=1.0,
+            img_shapes=True,
+            img_mask=True,
+            mask="encoder_hidden_states_mask",
+        ),
+        FlowCall("bria", ("BriaTransformer2DModel",), latent="packed", ids="flux"),
+        FlowCall(
+            "longcat", ("LongCatImageTransformer2DModel",), latent="packed", timestep_scale=1.0, ids="longcat"
+        ),
+        FlowCall("ovis", ("OvisImageTransformer2DModel",), latent="packed", timestep_scale=1.0, ids="ovis"),
     )
 }
 
@@ -377,19 +521,44 @@ class FlowBundle(DiffusionBundle):
             level = torch.as_tensor(t).to(device).float() / float(self.num_train_timesteps)
         else:
             level = self.sigma_at(t).to(device)
+        if call.reversed_timestep:
+            level = 1.0 - level
         kwargs["timestep"] = level * float(self.timestep_scale)
-        kwargs["hidden_states"] = pack_latents(x_t) if self.packed else x_t
+        if call.latent == "packed":
+            kwargs["hidden_states"] = pack_latents(x_t)
+        elif call.latent == "tokens":
+            kwargs["hidden_states"] = x_t.flatten(2).transpose(1, 2)
+        elif call.latent == "frames":
+            kwargs["hidden_states"] = list(x_t.unsqueeze(2).unbind(0))
+        else:
+            kwargs["hidden_states"] = x_t
         rows, cols = (H // 2, W // 2) if self.packed else (H, W)
         text = kwargs.get("encoder_hidden_states")
-        if call.ids:
-            kwargs.setdefault("img_ids", self.image_ids(rows, cols, device, dtype))
-            if "txt_ids" not in kwargs and text is not None:
-                L = text.shape[1]
-                kwargs["txt_ids"] = self._made_once(
-                    ("txt", L, str(device), dtype), lambda: torch.zeros(L, 3, device=device, dtype=dtype)
-                )
+        if call.ids and text is not None:
+            L = text.shape[1]
+            img, txt = self._made_once(
+                ("ids", call.ids, rows, cols, L, str(device), dtype),
+                lambda: position_ids(call.ids, rows, cols, L, device, dtype),
+            )
+            if img.dim() == 3:  # batched ids (Flux 2)
+                img, txt = img.expand(B, -1, -1), txt.expand(B, -1, -1)
+            kwargs.setdefault("img_ids", img)
+            kwargs.setdefault("txt_ids", txt)
         if call.img_shapes:
             kwargs.setdefault("img_shapes", [[(1, rows, cols)]] * B)
+        if call.img_mask and text is not None:
+            L, n_slots = text.shape[1], (rows * cols) // 4
+            slots = self._made_once(
+                ("img_mask", L, n_slots, str(device)),
+                lambda: torch.cat(
+                    [
+                        torch.zeros(1, L, dtype=torch.bool, device=device),
+                        torch.ones(1, n_slots, dtype=torch.bool, device=device),
+                    ],
+                    dim=1,
+                ),
+            )
+            kwargs.setdefault("img_mask", slots.expand(B, -1))
         if call.size_conditions:
             size = self._made_once(
                 ("size", H, W, str(device), dtype),
@@ -408,17 +577,25 @@ class FlowBundle(DiffusionBundle):
             )
         if self.guidance is not None:
             kwargs.setdefault("guidance", torch.full((B,), float(self.guidance), device=device))
+        for canonical, own in call.names:
+            if canonical in kwargs:
+                kwargs[own] = kwargs.pop(canonical)
         return kwargs
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The predicted velocity (B, C, H, W) at timestep indices ``t`` for classes ``labels``."""
-        B, _, H, W = x_t.shape
+        B, C, H, W = x_t.shape
         out = self.denoiser(return_dict=False, **self.forward_kwargs(x_t, t, labels))[0]
-        if self.packed:
+        latent = self.call.latent
+        if latent == "packed":
             out = unpack_latents(out, H, W)
+        elif latent == "tokens":
+            out = out[:, -H * W :].transpose(1, 2).reshape(B, -1, H, W)
+        elif latent == "frames":
+            out = torch.stack(list(out))[:, :, 0]
         if self.learned_sigma:
             out = out[:, : x_t.shape[1]]
-        return out
+        return -out if self.call.negated else out
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """ε implied by the predicted velocity: x_t = ε - (1 - σ) v, so ε = x_t + (1 - σ) v."""
@@ -441,6 +618,7 @@ def make_flow_bundle(
     pooled_embeds: torch.Tensor | None = None,
     *,
     text_mask: torch.Tensor | None = None,
+    stacked_embeds: torch.Tensor | None = None,
     scheduler_config: Mapping[str, Any] | None = None,
     shift: float | bool | None = None,
     sample_shape: tuple[int, int, int] | None = None,
@@ -459,7 +637,11 @@ def make_flow_bundle(
         pooled_embeds: (K, P) pooled text embedding of each class (``pooled_projections``); SD3 and
             Flux need it, the other families take none.
         text_mask: (K, L) mask of the valid text tokens (1 = kept), passed under the family's mask
-            keyword (Chroma, Qwen-Image, CogView4, SANA); None = no mask.
+            keyword (Chroma, Qwen-Image, CogView4, SANA, Lumina2, Qwen-Image 2.1); None = no mask.
+            Z-Image takes no mask: its classes' text goes in as a list of their valid tokens, which
+            this mask selects (right-padded rows).
+        stacked_embeds: (N, K, L', D') per-class stack with the class on dim 1 (HiDream's Llama
+            layers, ``encoder_hidden_states_llama3``); only for families with ``stacked``.
         scheduler_config: the scheduler's config (T, shift, dynamic shift).
         shift: None = the config's shift; a number overrides it; False (or 1.0) = no shift.
         sample_shape: (C, H, W) of the latent; default from the model config (packed families:
@@ -483,8 +665,16 @@ def make_flow_bundle(
             )
     elif pooled_embeds is not None:
         raise ValueError(f"{family} takes no pooled text embedding (pooled_embeds must be None)")
+    if call.stacked:
+        if stacked_embeds is None or stacked_embeds.dim() != 4 or stacked_embeds.shape[1] != num_classes:
+            raise ValueError(
+                f"{family}: expected stacked_embeds (N, K, L, D) for the same K={num_classes} classes "
+                f"({call.stacked}), got {None if stacked_embeds is None else tuple(stacked_embeds.shape)}"
+            )
+    elif stacked_embeds is not None:
+        raise ValueError(f"{family} takes no stacked per-class embeddings (stacked_embeds must be None)")
     if text_mask is not None:
-        if call.mask is None:
+        if call.mask is None and not call.text_list:
             raise ValueError(
                 f"{family} takes no text mask: its pipeline zeroes the padded text in the embeddings instead"
             )
@@ -495,8 +685,11 @@ def make_flow_bundle(
     if sample_shape is None:
         if call.packed:
             sample_shape = (int(cfg.in_channels) // 4, 128, 128)
+        elif call.latent == "tokens":  # a token per latent cell: 1024 px at 16 px per token
+            sample_shape = (int(cfg.in_channels), 64, 64)
         else:
-            size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+            size = getattr(cfg, "sample_size", None) or 128
+            size = size if isinstance(size, int) else size[0]
             sample_shape = (int(cfg.in_channels), int(size), int(size))
     sample_shape = tuple(int(s) for s in sample_shape)
     C, H, W = sample_shape
@@ -507,29 +700,61 @@ def make_flow_bundle(
                 f"{int(cfg.in_channels) // 4} channels"
             )
         seq_len = (H // 2) * (W // 2)
+    elif call.latent == "tokens":
+        if C != int(cfg.in_channels):
+            raise ValueError(
+                f"sample_shape={sample_shape}: {family} takes {int(cfg.in_channels)} channels per token"
+            )
+        seq_len = H * W
     else:
-        p = int(cfg.patch_size)
+        p = (
+            getattr(cfg, "patch_size", None) or getattr(cfg, "all_patch_size", (1,))[0]
+        )  # Z-Image: all_patch_size
+        p = int(p)
         if H % p or W % p:
             raise ValueError(f"sample_shape={sample_shape}: the latent must divide into patches of {p}")
         seq_len = (H // p) * (W // p)
+    # the number the pipeline computes μ from (see FlowCall.mu_tokens)
+    mu_seq = {"tokens": seq_len, "channels": C, "max_seq": getattr(denoiser, "max_seq", seq_len)}[
+        call.mu_tokens
+    ]
     if shift is False:
         shift = 1.0
     sigmas = sigmas_from_scheduler_config(
-        scheduler_config, seq_len, None if shift is None else float(shift), mu_rule=call.mu_rule
+        scheduler_config, mu_seq, None if shift is None else float(shift), mu_rule=call.mu_rule
     )
-    emb, pooled, mask = prompt_embeds, pooled_embeds, text_mask
-    if conditioning is None:
+    emb, pooled, mask, stacked = prompt_embeds, pooled_embeds, text_mask, stacked_embeds
+    if conditioning is None and call.text_list:
+        # each class's valid tokens, as the pipeline's encode_prompt returns them (a list)
+        lengths = [text_len] * num_classes if mask is None else [int(n) for n in mask.bool().sum(1).tolist()]
+        per_class = [emb[k, : lengths[k]] for k in range(num_classes)]
+
+        def conditioning(labels: torch.Tensor) -> dict[str, Any]:
+            # one host read of the labels per call: the model takes a Python list of captions
+            return {"encoder_hidden_states": [per_class[k] for k in labels.tolist()]}
+
+    elif conditioning is None:
 
         def conditioning(labels: torch.Tensor) -> dict[str, Any]:
             idx = labels.to(emb.device)
             out = {"encoder_hidden_states": emb[idx]}
             if pooled is not None:
                 out["pooled_projections"] = pooled[idx]
+            if stacked is not None:
+                out[call.stacked] = stacked[:, idx.to(stacked.device)]
             if mask is not None:
                 out[call.mask] = mask[idx.to(mask.device)]
             return out
 
     out_ch = int(getattr(cfg, "out_channels", None) or cfg.in_channels)
+    # out_channels is the input's (or twice it, learned σ); Qwen-Image counts it before the 2x2 packing
+    if out_ch not in (int(cfg.in_channels), 2 * int(cfg.in_channels)) and not (
+        call.packed and 4 * out_ch == int(cfg.in_channels)
+    ):
+        raise ValueError(
+            f"{family}: out_channels={out_ch} is neither in_channels={int(cfg.in_channels)} nor twice it; "
+            "the prediction would not have the latent's shape"
+        )
     use_guidance = call.guidance and bool(getattr(cfg, "guidance_embeds", False))
     scale = float(call.timestep_scale)
     if call.config_timestep_scale:
@@ -551,6 +776,7 @@ def make_flow_bundle(
             "prompt_embeddings": emb,
             "pooled_embeddings": pooled,
             "text_mask": mask,
+            "stacked_embeddings": stacked,
             # what a run folder should record besides the model name: these change every error
             "schedule": {
                 "prediction_type": "flow",

@@ -47,7 +47,7 @@ from .partition import (
     score_windows,
 )
 from .plans import MergePlan, PrunePlan, bipartite_merge_plan, prune_plan, similarity_prune_plan
-from .rope import rope_halves, rope_pairs, rope_pairs_promoted
+from .rope import rope_after_text, rope_complex, rope_halves, rope_pairs, rope_pairs_promoted
 from .tracing import is_compiling
 
 __all__ = [
@@ -89,6 +89,8 @@ __all__ = [
     "random_windows",
     "score_choice",
     "score_windows",
+    "rope_after_text",
+    "rope_complex",
     "rope_halves",
     "rope_pairs",
     "rope_pairs_promoted",

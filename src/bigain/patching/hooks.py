@@ -569,7 +569,10 @@ class KVHooks(_BlockHooks):
             hooks.post(attn, self._kv_post)
 
     def _check_unfused(self) -> None:
-        if getattr(self.attn, "fused_projections", False) or not hasattr(self.attn, "to_k"):
+        # a self-attention given its keys and values as encoder_hidden_states needs no to_k to hook
+        # (Kandinsky 5 names its projections to_key/to_value)
+        missing = self.projections and not hasattr(self.attn, "to_k")
+        if getattr(self.attn, "fused_projections", False) or missing:
             raise RuntimeError(
                 f"bigain: {self.cfg.name} needs separate to_k/to_v projections in {self.block.name}, but they "
                 "are fused; call unfuse_qkv_projections() on the model (or apply bigain after it)"
